@@ -1,0 +1,224 @@
+"""The values that flow through a turn: what a provider yields, and the events a client receives.
+
+Providers yield `ModelDelta`s (`TextChunk`, `ToolCall`, `Finish`). Every later stage of the
+pipeline yields `Event`s, the types of SPEC.md section 2, and `to_wire()` turns one into the
+camelCase dict of its `data:` line. They are frozen, slotted dataclasses rather than pydantic
+models: one is built per token, and a dataclass plus one `json.dumps` costs a fraction of a
+pydantic model with aliases. This module imports nothing from the package, so cycles cannot form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = None
+        if self.cost is not None or other.cost is not None:
+            cost = (self.cost or 0.0) + (other.cost or 0.0)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            cost,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "totalTokens": self.total_tokens,
+        }
+        if self.cost is not None:
+            wire["cost"] = self.cost
+        return wire
+
+
+# --- what a provider yields ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A piece of the model's text; also the `text` event a client receives."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete tool call of a model round (fragments already joined by `index`)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of one model round."""
+
+    reason: str | None
+    model: str | None = None
+    id: str | None = None
+    usage: Usage | None = None
+
+
+ModelDelta = TextChunk | ToolCall | Finish
+
+
+# --- what a client receives ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolExecuting:
+    tool_name: str
+    tool_id: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCompleted:
+    tool_name: str
+    tool_id: str
+    arguments: str
+    result: str
+    execution_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolError:
+    tool_name: str
+    tool_id: str
+    arguments: str
+    error: str
+    execution_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactStarted:
+    artifact_id: str
+    artifact_type: str
+    title: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactContent:
+    artifact_id: str
+    content_delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactCompleted:
+    artifact_id: str
+    artifact_type: str
+    title: str
+    language: str | None
+    content: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    finish_reason: str | None
+    model: str | None
+    id: str | None
+    conversation_id: str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    message: str
+    code: str
+
+
+ArtifactEvent = ArtifactStarted | ArtifactContent | ArtifactCompleted
+Event = (
+    TextChunk
+    | ToolExecuting
+    | ToolCompleted
+    | ToolError
+    | ArtifactStarted
+    | ArtifactContent
+    | ArtifactCompleted
+    | Completion
+    | ErrorEvent
+)
+Terminal = Completion | ErrorEvent
+
+
+def event_type(event: Event) -> str:
+    """The SPEC.md name of an event: the `type` field and the SSE `event:` line."""
+    return _TYPE_NAMES[type(event)]
+
+
+def to_wire(event: Event, chunk_index: int, elapsed_ms: float) -> dict[str, Any]:
+    """The JSON object of an event's `data:` line: camelCase, null fields left out."""
+    wire: dict[str, Any] = {
+        "type": _TYPE_NAMES[type(event)],
+        "chunkIndex": chunk_index,
+        "elapsedMs": elapsed_ms,
+    }
+    match event:
+        case TextChunk(text=text):
+            wire["content"] = text
+            wire["textDelta"] = text
+        case ToolExecuting() | ToolCompleted() | ToolError():
+            wire["toolName"] = event.tool_name
+            wire["toolId"] = event.tool_id
+            wire["arguments"] = event.arguments
+            if isinstance(event, ToolCompleted):
+                wire["result"] = event.result
+                wire["executionMs"] = event.execution_ms
+            elif isinstance(event, ToolError):
+                wire["error"] = event.error
+                wire["executionMs"] = event.execution_ms
+        case ArtifactStarted() | ArtifactCompleted():
+            wire["artifactId"] = event.artifact_id
+            wire["artifactType"] = event.artifact_type
+            wire["title"] = event.title
+            if event.language is not None:
+                wire["language"] = event.language
+            if isinstance(event, ArtifactCompleted):
+                wire["content"] = event.content
+                if event.truncated:
+                    wire["truncated"] = True
+        case ArtifactContent(artifact_id=artifact_id, content_delta=delta):
+            wire["artifactId"] = artifact_id
+            wire["contentDelta"] = delta
+        case Completion():
+            if event.finish_reason is not None:
+                wire["finishReason"] = event.finish_reason
+            if event.model is not None:
+                wire["model"] = event.model
+            if event.id is not None:
+                wire["id"] = event.id
+            wire["conversationId"] = event.conversation_id
+            if event.usage is not None:
+                wire["usage"] = event.usage.to_wire()
+        case ErrorEvent(message=message, code=code):
+            wire["message"] = message
+            wire["code"] = code
+    return wire
+
+
+_TYPE_NAMES: dict[type, str] = {
+    TextChunk: "text",
+    ToolExecuting: "tool_executing",
+    ToolCompleted: "tool_completed",
+    ToolError: "tool_error",
+    ArtifactStarted: "artifact_started",
+    ArtifactContent: "artifact_content",
+    ArtifactCompleted: "artifact_completed",
+    Completion: "completion",
+    ErrorEvent: "error",
+}

@@ -1,0 +1,165 @@
+"""The async-generator stages of one turn.
+
+    provider.stream() -> run_tools() -> extract_artifacts() -> encode_events() -> SSE writer
+      model deltas       events          events                frames (bytes)
+
+Each stage takes the previous one as its first argument and wraps it in `aclosing()`, so closing
+the last stage (the client left) closes every stage and the upstream response at once, in the
+request's own task. `run_tools` also records the turn's messages on the `Turn` as it goes, so the
+stored history keeps the artifact markup the model wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+
+from streamchat.artifact_ids import ArtifactIds
+from streamchat.artifacts import ArtifactParser
+from streamchat.conversations import Turn
+from streamchat.events import (
+    Completion,
+    ErrorEvent,
+    Event,
+    Finish,
+    TextChunk,
+    ToolCall,
+    ToolCompleted,
+    ToolError,
+    ToolExecuting,
+    Usage,
+    event_type,
+    to_wire,
+)
+from streamchat.providers.base import ModelRequest, Provider, Stream, UpstreamError
+from streamchat.sse import encode_frame
+from streamchat.tools.registry import ToolFailure, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+TERMINAL = (Completion, ErrorEvent)
+
+
+async def run_tools(
+    provider: Provider,
+    turn: Turn,
+    tools: ToolRegistry,
+    model: str,
+    max_rounds: int,
+) -> Stream[Event]:
+    """Model rounds until one asks for no tool: text streams through, tools run in between."""
+    usage: Usage | None = None
+    rounds = 0
+    while True:
+        calls: list[ToolCall] = []
+        finish = Finish(None)
+        request = ModelRequest(model, turn.history(), tools.schemas())
+        try:
+            async with aclosing(provider.stream(request)) as deltas:
+                async for delta in deltas:
+                    match delta:
+                        case TextChunk(text=text):
+                            turn.add_text(text)
+                            yield delta
+                        case ToolCall():
+                            calls.append(delta)
+                        case Finish():
+                            finish = delta
+        except UpstreamError as exc:
+            yield ErrorEvent(exc.message, exc.code)
+            return
+        if finish.usage is not None:
+            usage = finish.usage if usage is None else usage + finish.usage
+        if not calls:
+            conversation_id = turn.conversation.id
+            yield Completion(
+                finish.reason, finish.model or model, finish.id, conversation_id, usage
+            )
+            return
+        if rounds >= max_rounds:
+            yield ErrorEvent(
+                f"The model was still asking for tools after {max_rounds} rounds of tool calls; "
+                "the turn was stopped there.",
+                "tool_loop_limit",
+            )
+            return
+        rounds += 1
+        async for event in _tool_round(tools, turn, calls):
+            yield event
+
+
+async def _tool_round(tools: ToolRegistry, turn: Turn, calls: list[ToolCall]) -> Stream[Event]:
+    """Run a round's calls concurrently; report them in the order the model listed them."""
+    for call in calls:
+        yield ToolExecuting(call.name, call.id, call.arguments)
+    tasks = [asyncio.ensure_future(_run_tool(tools, call)) for call in calls]
+    results: list[str] = []
+    try:
+        for task in tasks:
+            outcome = await task
+            results.append(
+                outcome.result if isinstance(outcome, ToolCompleted) else f"Error: {outcome.error}"
+            )
+            yield outcome
+    finally:
+        for task in tasks:
+            task.cancel()
+    # Only a complete round enters the history: never tool_calls without all their results.
+    turn.add_tool_round(calls, results)
+
+
+async def _run_tool(tools: ToolRegistry, call: ToolCall) -> ToolCompleted | ToolError:
+    started = time.perf_counter()
+    try:
+        result = await tools.run(call.name, call.arguments)
+    except ToolFailure as exc:
+        return ToolError(call.name, call.id, call.arguments, str(exc), _ms_since(started))
+    return ToolCompleted(call.name, call.id, call.arguments, result, _ms_since(started))
+
+
+async def extract_artifacts(events: Stream[Event], ids: ArtifactIds) -> Stream[Event]:
+    """Text in, prose and artifact events out; held-back text is released before the end."""
+    parser = ArtifactParser(ids)
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if isinstance(event, TextChunk):
+                for out in parser.feed(event.text):
+                    yield out
+                continue
+            if isinstance(event, TERMINAL):
+                for out in parser.flush():
+                    yield out
+            yield event
+    for out in parser.flush():
+        yield out
+
+
+async def encode_events(events: Stream[Event], started: float) -> Stream[bytes]:
+    """Events in, SSE frames out: numbered, timed, and always closed by one terminal event."""
+    index = 0
+    async with aclosing(events) as stream:
+        try:
+            async for event in stream:
+                yield _frame(event, index, started)
+                index += 1
+                if isinstance(event, TERMINAL):
+                    return
+        except Exception:
+            # Headers are out: a failure can only be told as the terminal event.
+            log.exception("turn failed")
+            yield _frame(
+                ErrorEvent("The server failed to finish this reply.", "internal"), index, started
+            )
+            return
+    yield _frame(ErrorEvent("The reply ended unexpectedly.", "internal"), index, started)
+
+
+def _frame(event: Event, index: int, started: float) -> bytes:
+    elapsed = round((time.perf_counter() - started) * 1000, 1)
+    return encode_frame(index, event_type(event), to_wire(event, index, elapsed))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

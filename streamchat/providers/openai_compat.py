@@ -1,0 +1,308 @@
+"""OpenRouter, or any OpenAI-compatible server: `POST {base}/chat/completions` with `stream: true`.
+
+The wire format stays in this module. `RoundAssembler` is its sans-IO half: it takes the decoded
+JSON chunks of one streamed reply and gives back text deltas, the round's tool calls (fragments
+joined by `index`) and its `Finish`. `OpenAICompatProvider` is the I/O half: it opens the request
+on the app's one `ClientSession`, retries 429 and 5xx before any token, and turns every failure
+into an `UpstreamError` with the upstream's own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+import uuid
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
+from streamchat.providers.base import ModelRequest, Stream, UpstreamError
+from streamchat.settings import Settings
+from streamchat.sse import SSEDecoder, SSEEvent
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def code_for_status(status: int, message: str = "") -> str:
+    """The `error` event code for an upstream HTTP status."""
+    lowered = message.lower()
+    if status in (400, 404) and "model" in lowered:
+        return "invalid_model"
+    return {
+        400: "invalid_request",
+        401: "upstream_auth",
+        403: "upstream_auth",
+        402: "insufficient_credits",
+        408: "timeout",
+        413: "request_too_large",
+        429: "rate_limited",
+    }.get(status, "upstream_error")
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class RoundAssembler:
+    """The JSON chunks of one streamed reply in; deltas, tool calls and a `Finish` out."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> TextChunk | None:
+        """One decoded `data:` object; the text it adds, if any. Raises for an error object."""
+        if isinstance(chunk.get("error"), dict):
+            raise _stream_error(chunk["error"])
+        self.model = chunk.get("model") or self.model
+        self.id = chunk.get("id") or self.id
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = _usage(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return None
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+            if self.finish_reason == "error":
+                raise UpstreamError("upstream_error", "The model stopped with an error")
+        delta = choice.get("delta") or {}
+        for fragment in delta.get("tool_calls") or []:
+            self._add_fragment(fragment)
+        content = delta.get("content")
+        return TextChunk(content) if isinstance(content, str) and content else None
+
+    def _add_fragment(self, fragment: dict[str, Any]) -> None:
+        index = fragment.get("index")
+        if not isinstance(index, int):
+            # A few servers leave `index` out: a new id starts a new call, else it continues.
+            last = max(self._calls, default=-1)
+            new_id = fragment.get("id")
+            index = last + 1 if last < 0 or (new_id and new_id != self._calls[last].id) else last
+        call = self._calls.setdefault(index, _PartialCall())
+        call.id = fragment.get("id") or call.id
+        function = fragment.get("function") or {}
+        name = function.get("name")
+        if name and name != call.name:
+            call.name += name
+        if function.get("arguments"):
+            call.arguments.append(function["arguments"])
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(c.id or f"call_{uuid.uuid4().hex[:24]}", c.name, "".join(c.arguments))
+            for _, c in sorted(self._calls.items())
+        ]
+
+    def finish(self) -> Finish:
+        return Finish(self.finish_reason, self.model, self.id, self.usage)
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    def number(key: str) -> int:
+        value = raw.get(key)
+        return int(value) if isinstance(value, int | float) else 0
+
+    cost = raw.get("cost")
+    return Usage(
+        number("prompt_tokens"),
+        number("completion_tokens"),
+        number("total_tokens"),
+        float(cost) if isinstance(cost, int | float) else None,
+    )
+
+
+def _stream_error(error: dict[str, Any]) -> UpstreamError:
+    message = str(error.get("message") or "The upstream reported an error")
+    status = error.get("code")
+    code = code_for_status(status, message) if isinstance(status, int) else "upstream_error"
+    return UpstreamError(code, message, status if isinstance(status, int) else None)
+
+
+class OpenAICompatProvider:
+    name = "openrouter"
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self._session = session
+        self._settings = settings
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream_connect_timeout_seconds,
+            sock_read=settings.upstream_read_timeout_seconds,
+        )
+        self._headers = {
+            "Authorization": f"Bearer {settings.openrouter_api_key}",
+            "Accept": "text/event-stream",
+            # OpenRouter asks apps to name themselves; other servers ignore these.
+            "HTTP-Referer": settings.app_url,
+            "X-Title": settings.app_title,
+        }
+
+    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+        response = await self._open(request)
+        finished = False
+        try:
+            assembler = RoundAssembler()
+            async with aclosing(self._events(response)) as events:
+                async for event in events:
+                    if event.data.strip() == "[DONE]":
+                        break
+                    text = assembler.feed(_json_object(event.data))
+                    if text is not None:
+                        yield text
+                else:
+                    if assembler.finish_reason is None:
+                        raise UpstreamError(
+                            "upstream_error",
+                            "The upstream stream ended before the reply was complete",
+                        )
+            for call in assembler.tool_calls():
+                yield call
+            finished = True
+            yield assembler.finish()
+        finally:
+            # close() drops the connection at once: that is what stops an abandoned generation
+            # (and its billing). A finished response goes back to the pool instead.
+            if finished:
+                response.release()
+            else:
+                response.close()
+
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            body["tools"] = request.tools
+        return body
+
+    async def _open(self, request: ModelRequest) -> aiohttp.ClientResponse:
+        """POST the request; retry 429 and 5xx (honouring Retry-After) before any token."""
+        body = self._body(request)
+        attempt = 0
+        while True:
+            response = await self._post(body)
+            if response.status == 200:
+                return response
+            message = await _error_message(response)
+            response.release()
+            status = response.status
+            delay = self._retry_delay(response, attempt)
+            if delay is None:
+                raise UpstreamError(code_for_status(status, message), message, status)
+            log.warning("upstream answered %s; retrying in %.2f s", status, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        url = self._settings.chat_completions_url
+        try:
+            return await self._session.post(
+                url, json=body, headers=self._headers, timeout=self._timeout
+            )
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout", f"The upstream at {url} did not answer in time"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                "upstream_unreachable", f"Could not reach the upstream at {url}: {exc}"
+            ) from None
+
+    def _retry_delay(self, response: aiohttp.ClientResponse, attempt: int) -> float | None:
+        if response.status != 429 and response.status < 500:
+            return None
+        if attempt >= self._settings.upstream_max_retries:
+            return None
+        delay = _retry_after(response.headers.get("Retry-After"))
+        if delay is None:
+            delay = 0.5 * 2**attempt
+        # A wait longer than the cap is worse for the user than the error itself.
+        return delay if delay <= self._settings.upstream_max_retry_wait_seconds else None
+
+    async def _events(self, response: aiohttp.ClientResponse) -> Stream[SSEEvent]:
+        decoder = SSEDecoder()
+        try:
+            async for data in response.content.iter_any():
+                for item in decoder.feed(data):
+                    if isinstance(item, SSEEvent):
+                        yield item
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout",
+                "The upstream sent nothing for "
+                f"{self._settings.upstream_read_timeout_seconds:g} s and was given up on",
+            ) from None
+        except aiohttp.ClientError:
+            raise UpstreamError(
+                "upstream_error", "The connection to the upstream dropped mid-stream"
+            ) from None
+        for item in decoder.flush():
+            if isinstance(item, SSEEvent):
+                yield item
+
+
+def _json_object(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError:
+        raise UpstreamError(
+            "upstream_error", "The upstream sent a chunk that is not JSON"
+        ) from None
+    if not isinstance(value, dict):
+        raise UpstreamError("upstream_error", "The upstream sent a chunk that is not an object")
+    return value
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    """The upstream's own words: `error.message` of a JSON body, else the start of the body."""
+    try:
+        raw = await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+        if body.get("message"):
+            return str(body["message"])
+    reason = response.reason or "error"
+    return f"Upstream answered {response.status} {reason}" + (f": {text[:300]}" if text else "")

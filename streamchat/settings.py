@@ -1,0 +1,106 @@
+"""Every knob of the server, read once from the environment (and `.env`, loaded by `app.py`).
+
+`Settings.from_env()` is the only place that reads `os.environ`; everything else receives a
+`Settings`. A bad value stops start-up with a message naming the variable, never a traceback
+deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_SYSTEM_PROMPT = """\
+You are a helpful assistant behind a chat API.
+
+You have calculator tools: add, subtract, multiply and divide. Use them for arithmetic instead \
+of calculating in your head, then state the result.
+
+When the user asks for a complete deliverable (a code file, a script, a configuration file, a \
+document), put it in an artifact, exactly like this:
+
+<artifact id="hello-py" type="code" title="hello.py" language="python">
+def hello():
+    print('Hello, World!')
+</artifact>
+
+Use a short, unique id; type is one of code, document, data; title is a file name; language \
+is the programming language, if any. Put explanations outside the artifact, and never use \
+Markdown code fences for deliverables."""
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    openrouter_api_key: str = ""
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    default_model: str = "google/gemini-2.0-flash-exp"
+    host: str = "127.0.0.1"
+    port: int = 5282
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Request limits.
+    max_message_chars: int = 32_000
+    max_body_bytes: int = 256 * 1024
+    # Tools.
+    max_tool_rounds: int = 8
+    tool_timeout_seconds: float = 30.0
+    # Conversations.
+    conversation_ttl_seconds: float = 3600.0
+    max_conversations: int = 10_000
+    # Upstream.
+    upstream_connect_timeout_seconds: float = 10.0
+    upstream_read_timeout_seconds: float = 60.0
+    upstream_max_retries: int = 2
+    upstream_max_retry_wait_seconds: float = 20.0
+    app_url: str = "https://github.com/streamchat/streamchat"
+    app_title: str = "streamchat"
+    # Streaming.
+    ping_interval_seconds: float = 15.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from its upper-case environment variable, when set and not empty."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper(), "").strip()
+            if raw:
+                values[field.name] = _parse(field.name.upper(), raw, field.type)
+        return cls(**values).validated()
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None}).validated()
+
+    def validated(self) -> Settings:
+        for name in ("max_message_chars", "max_body_bytes", "max_conversations"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be at least 1")
+        for name in ("max_tool_rounds", "upstream_max_retries"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must not be negative")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"PORT must be between 1 and 65535, not {self.port}")
+        if not self.openrouter_base_url.startswith(("http://", "https://")):
+            raise SettingsError("OPENROUTER_BASE_URL must start with http:// or https://")
+        return self
+
+    @property
+    def chat_completions_url(self) -> str:
+        return self.openrouter_base_url.rstrip("/") + "/chat/completions"
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    return raw.replace("\\n", "\n") if name == "SYSTEM_PROMPT" else raw

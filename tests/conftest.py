@@ -1,0 +1,96 @@
+"""Shared fixtures: a fake upstream on a free port, and a streamchat app pointed at it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from streamchat.providers.base import Provider
+from streamchat.settings import Settings
+from streamchat.sse import SSEDecoder, SSEEvent
+from streamchat.web import create_app
+from tests.fake_upstream import FakeUpstream
+
+# A missed injection fails fast instead of reaching a real network.
+UNREACHABLE = "http://upstream.invalid/api/v1"
+
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base = Settings(
+        openrouter_api_key="test-key",
+        openrouter_base_url=UNREACHABLE,
+        upstream_max_retry_wait_seconds=2.0,
+        upstream_read_timeout_seconds=5.0,
+    )
+    return base.with_overrides(**overrides)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def make_client(aiohttp_client: AiohttpClient, upstream: FakeUpstream) -> MakeClient:
+    async def make(provider: Provider | None = None, **overrides: Any) -> TestClient[Any, Any]:
+        overrides.setdefault("openrouter_base_url", upstream.base_url)
+        app = create_app(make_settings(**overrides), provider=provider)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, Any]:
+    return await make_client()
+
+
+def parse_events(raw: bytes) -> list[dict[str, Any]]:
+    """The events of a response, checking that `id:` and `event:` agree with the data."""
+    decoder = SSEDecoder()
+    items = decoder.feed(raw) + decoder.flush()
+    events: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, SSEEvent):
+            data = json.loads(item.data)
+            assert item.event == data["type"]
+            assert item.id == str(data["chunkIndex"])
+            events.append(data)
+    return events
+
+
+@dataclass
+class StreamReply:
+    status: int
+    headers: dict[str, str]
+    raw: bytes
+    events: list[dict[str, Any]]
+
+    @property
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+    @property
+    def text(self) -> str:
+        return "".join(e["content"] for e in self.of("text"))
+
+
+async def stream(client: TestClient[Any, Any], message: str, **fields: Any) -> StreamReply:
+    response = await client.post("/api/stream", json={"message": message, **fields})
+    raw = await response.read()
+    events = parse_events(raw) if response.status == 200 else []
+    return StreamReply(response.status, dict(response.headers), raw, events)

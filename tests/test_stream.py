@@ -1,0 +1,373 @@
+"""POST /api/stream end to end: the app on a test server, the fake upstream on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from streamchat.settings import DEFAULT_SYSTEM_PROMPT
+from tests.conftest import MakeClient, stream
+from tests.fake_upstream import FakeUpstream, Sleep, paced, text_reply, tool_reply
+
+Client = TestClient[Any, Any]
+
+
+async def test_calculator_round_trip(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(
+        tool_reply(("call_1", "add", {"a": 25, "b": 17}), split=2),
+        text_reply("25 + 17 ", "= 42"),
+    )
+
+    reply = await stream(client, "What is 25 + 17?")
+
+    assert reply.status == 200
+    assert reply.types == ["tool_executing", "tool_completed", "text", "text", "completion"]
+    executing, completed = reply.events[0], reply.events[1]
+    assert executing["toolName"] == "add"
+    assert executing["toolId"] == "call_1"
+    assert json.loads(executing["arguments"]) == {"a": 25, "b": 17}
+    assert completed["result"] == "42"
+    assert completed["executionMs"] >= 0
+    assert reply.text == "25 + 17 = 42"
+    completion = reply.events[-1]
+    assert completion["finishReason"] == "stop"
+    assert completion["model"] == "fake/model-1"
+    assert completion["id"] == "gen-123"
+    # usage is summed over both model rounds
+    assert completion["usage"] == {
+        "promptTokens": 20,
+        "completionTokens": 10,
+        "totalTokens": 30,
+        "cost": 0.0002,
+    }
+
+
+async def test_upstream_receives_tools_and_tool_results(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("call_1", "add", {"a": 25, "b": 17}), split=1), text_reply("42"))
+
+    await stream(client, "What is 25 + 17?", model="some/model")
+
+    first, second = upstream.requests
+    assert first["model"] == "some/model"
+    assert first["stream"] is True
+    names = [tool["function"]["name"] for tool in first["tools"]]
+    assert names == ["add", "subtract", "multiply", "divide"]
+    assert first["tools"][0]["function"]["parameters"]["required"] == ["a", "b"]
+    assert upstream.headers[0]["Authorization"] == "Bearer test-key"
+    assert upstream.headers[0]["X-Title"] == "streamchat"
+    assert "HTTP-Referer" in upstream.headers[0]
+    assistant, tool = second["messages"][-2:]
+    assert assistant["role"] == "assistant"
+    assert assistant["tool_calls"] == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "add", "arguments": '{"a": 25, "b": 17}'},
+        }
+    ]
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+
+
+async def test_divide_by_zero_becomes_tool_error_and_turn_completes(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("c1", "divide", {"a": 1, "b": 0})), text_reply("You cannot divide by zero.")
+    )
+
+    reply = await stream(client, "What is 1 / 0?")
+
+    assert reply.types == ["tool_executing", "tool_error", "text", "completion"]
+    assert reply.events[1]["error"] == "Cannot divide by zero"
+    assert reply.events[1]["toolName"] == "divide"
+    assert upstream.requests[1]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "content": "Error: Cannot divide by zero",
+    }
+
+
+async def test_unknown_tool_and_malformed_arguments_are_fed_back(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("c1", "power", {"a": 2, "b": 8}), ("c2", "add", '{"a": 1, "b":')),
+        text_reply("Sorry."),
+    )
+
+    reply = await stream(client, "2 ** 8, and 1 + ?")
+
+    assert reply.types == [
+        "tool_executing",
+        "tool_executing",
+        "tool_error",
+        "tool_error",
+        "text",
+        "completion",
+    ]
+    unknown, malformed = reply.of("tool_error")
+    assert "Unknown tool 'power'" in unknown["error"]
+    assert "not valid JSON" in malformed["error"]
+    results = [m for m in upstream.requests[1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in results] == ["c1", "c2"]
+    assert all(m["content"].startswith("Error: ") for m in results)
+
+
+async def test_arguments_that_fail_the_schema_are_a_tool_error(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("c1", "add", {"a": "two", "b": 2})), text_reply("Hmm."))
+
+    reply = await stream(client, "two plus 2")
+
+    error = reply.of("tool_error")[0]["error"]
+    assert "Invalid arguments for add" in error
+    assert "a:" in error
+
+
+async def test_two_tool_calls_in_one_round_report_in_model_order(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("c1", "multiply", {"a": 6, "b": 7}), ("c2", "subtract", {"a": 10, "b": 4.5})),
+        text_reply("42 and 5.5"),
+    )
+
+    reply = await stream(client, "6*7 and 10-4.5")
+
+    completed = reply.of("tool_completed")
+    assert [(e["toolId"], e["result"]) for e in completed] == [("c1", "42"), ("c2", "5.5")]
+    assert reply.types[:4] == [
+        "tool_executing",
+        "tool_executing",
+        "tool_completed",
+        "tool_completed",
+    ]
+
+
+async def test_two_tool_rounds_in_a_row(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(
+        tool_reply(("c1", "multiply", {"a": 12, "b": 4})),
+        tool_reply(("c2", "divide", {"a": 48, "b": 5})),
+        text_reply("9.6"),
+    )
+
+    reply = await stream(client, "12 * 4, then / 5")
+
+    assert [e["result"] for e in reply.of("tool_completed")] == ["48", "9.6"]
+    assert reply.types[-1] == "completion"
+    assert len(upstream.requests) == 3
+    roles = [m["role"] for m in upstream.requests[2]["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "tool"]
+    indexes = [e["chunkIndex"] for e in reply.events]
+    assert indexes == list(range(len(reply.events)))
+
+
+async def test_tool_round_limit_ends_the_turn(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(max_tool_rounds=2)
+    upstream.add(*(tool_reply((f"c{i}", "add", {"a": i, "b": 1})) for i in range(5)))
+
+    reply = await stream(client, "loop forever", conversationId="loop")
+
+    assert len(upstream.requests) == 3
+    assert len(reply.of("tool_completed")) == 2
+    assert reply.events[-1]["type"] == "error"
+    assert reply.events[-1]["code"] == "tool_loop_limit"
+    history = (await (await client.get("/api/conversation/loop")).json())["messages"]
+    assert [m["role"] for m in history] == [
+        "system", "user", "assistant", "tool", "assistant", "tool",
+    ]  # fmt: skip
+
+
+async def test_every_event_is_numbered_timed_and_ends_with_one_terminal(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("c1", "add", {"a": 1, "b": 2})),
+        text_reply("Three.\n<artifact title='x.txt' type='document'>3</artifact>"),
+    )
+
+    reply = await stream(client, "1+2 in a file")
+
+    assert [e["chunkIndex"] for e in reply.events] == list(range(len(reply.events)))
+    elapsed = [e["elapsedMs"] for e in reply.events]
+    assert elapsed == sorted(elapsed)
+    assert all(isinstance(value, float | int) and value >= 0 for value in elapsed)
+    terminals = [t for t in reply.types if t in ("completion", "error")]
+    assert terminals == ["completion"]
+    assert reply.types[-1] == "completion"
+
+
+async def test_stream_headers(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(text_reply("hi"))
+
+    reply = await stream(client, "hi", conversationId="conv-h")
+
+    assert reply.headers["Content-Type"].startswith("text/event-stream")
+    assert reply.headers["Cache-Control"] == "no-cache"
+    assert reply.headers["X-Accel-Buffering"] == "no"
+    assert reply.headers["X-Conversation-Id"] == "conv-h"
+    assert reply.events[-1]["conversationId"] == "conv-h"
+
+
+async def test_generated_conversation_id_is_usable(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(text_reply("hi"), text_reply("again"))
+
+    first = await stream(client, "hi")
+    conversation_id = first.headers["X-Conversation-Id"]
+    await stream(client, "again", conversationId=conversation_id)
+
+    assert first.events[-1]["conversationId"] == conversation_id
+    assert [m["role"] for m in upstream.requests[1]["messages"]] == [
+        "system", "user", "assistant", "user",
+    ]  # fmt: skip
+
+
+async def test_artifact_end_to_end_and_markup_kept_in_history(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    reply_text = (
+        "Here it is:\n"
+        '<artifact id="hello-py" type="code" title="hello.py" language="python">\n'
+        "def hello():\n    print('Hello, World!')\n"
+        "</artifact>\nEnjoy!"
+    )
+    pieces = [reply_text[i : i + 5] for i in range(0, len(reply_text), 5)]
+    upstream.add(text_reply(*pieces), text_reply("ok"))
+
+    reply = await stream(client, "Create a Python hello world function", conversationId="art")
+
+    assert reply.types[0] == "text"
+    assert "artifact_started" in reply.types
+    started = reply.of("artifact_started")[0]
+    assert started["artifactId"] == "hello-py"
+    assert started["title"] == "hello.py"
+    assert started["language"] == "python"
+    done = reply.of("artifact_completed")[0]
+    assert done["content"] == "def hello():\n    print('Hello, World!')"
+    assert "".join(e["contentDelta"] for e in reply.of("artifact_content")) == done["content"]
+    assert reply.text == "Here it is:\n\nEnjoy!"
+    assert "<artifact" not in reply.text
+    await stream(client, "thanks", conversationId="art")
+    assert upstream.requests[1]["messages"][2] == {"role": "assistant", "content": reply_text}
+
+
+async def test_second_turn_sends_exactly_the_history(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("Hello", " there"), text_reply("50"))
+
+    await stream(client, "Hello!", conversationId="conv-1")
+    await stream(client, "Calculate 10 * 5", conversationId="conv-1")
+
+    assert upstream.requests[1]["messages"] == [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hello there"},
+        {"role": "user", "content": "Calculate 10 * 5"},
+    ]
+
+
+async def test_both_delete_routes_clear_and_the_next_turn_starts_fresh(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("a"), text_reply("b"), text_reply("c"))
+    for route in ("/conversation/c1", "/api/conversation/c1"):
+        await stream(client, "remember me", conversationId="c1")
+
+        response = await client.delete(route)
+
+        assert response.status == 200
+        assert await response.json() == {"message": "Conversation cleared"}
+        assert (await client.get("/api/conversation/c1")).status == 404
+    await stream(client, "who am I?", conversationId="c1")
+    assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
+
+
+async def test_delete_of_an_unknown_conversation_is_idempotent(client: Client) -> None:
+    response = await client.delete("/api/conversation/never-was")
+
+    assert response.status == 200
+    assert await response.json() == {"message": "Conversation cleared"}
+
+
+async def test_get_conversation_returns_history_or_404(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("hi"))
+    await stream(client, "hello", conversationId="g1")
+
+    found = await client.get("/api/conversation/g1")
+    missing = await client.get("/api/conversation/nope")
+
+    assert found.status == 200
+    body = await found.json()
+    assert body["conversationId"] == "g1"
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant"]
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "not_found"
+
+
+async def test_concurrent_turns_on_one_conversation_do_not_interleave(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        paced(text_reply("first ", "answer"), 0.05),
+        paced(text_reply("second ", "answer"), 0.05),
+    )
+
+    one, two = await asyncio.gather(
+        stream(client, "one", conversationId="race"),
+        stream(client, "two", conversationId="race"),
+    )
+
+    assert {one.text, two.text} == {"first answer", "second answer"}
+    history = (await (await client.get("/api/conversation/race")).json())["messages"]
+    roles = [m["role"] for m in history]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    # the second turn saw the whole first turn
+    assert len(upstream.requests[1]["messages"]) == 4
+    first_user = history[1]["content"]
+    expected_answer = "first answer"
+    assert history[2]["content"] == expected_answer
+    assert first_user in ("one", "two")
+
+
+async def test_ping_comment_is_sent_during_silence(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(ping_interval_seconds=0.1)
+    upstream.add([Sleep(0.45), *text_reply("late")])
+
+    reply = await stream(client, "slow")
+
+    assert b": ping\n\n" in reply.raw
+    assert reply.raw.index(b": ping") < reply.raw.index(b"event: text")
+    assert reply.types == ["text", "completion"]
+
+
+async def test_no_key_answers_with_an_error_event_that_says_how(make_client: MakeClient) -> None:
+    client = await make_client(openrouter_api_key="")
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.status == 200
+    assert reply.types == ["error"]
+    assert reply.events[0]["code"] == "no_api_key"
+    assert "OPENROUTER_API_KEY" in reply.events[0]["message"]
+
+
+async def test_health(client: Client) -> None:
+    response = await client.get("/health")
+
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "ok"
+    assert body["backend"] == "openrouter"
