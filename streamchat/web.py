@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamchat.artifact_ids import ArtifactIds
 from streamchat.conversations import ConversationStore, Turn
+from streamchat.page import add_page_routes
 from streamchat.pipeline import encode_events, extract_artifacts, run_tools
 from streamchat.providers.base import Provider
 from streamchat.providers.openai_compat import OpenAICompatProvider
@@ -239,4 +240,5 @@ def create_app(
     app.router.add_delete("/api/conversation" + conversation, delete_conversation)
     app.router.add_get("/api/conversation" + conversation, get_conversation)
     app.router.add_get("/health", health)
+    add_page_routes(app)
     return app
