@@ -1,0 +1,337 @@
+"""Upstream handling (SPEC.md section 6) through the whole app, against the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+from streamchat.events import TextChunk, ToolCall
+from streamchat.providers.openai_compat import RoundAssembler, code_for_status
+from tests.conftest import MakeClient, parse_events, stream
+from tests.fake_upstream import (
+    DONE,
+    PROCESSING,
+    Drop,
+    FakeUpstream,
+    HttpError,
+    Send,
+    Sleep,
+    chunk,
+    paced,
+    text_reply,
+)
+
+Client = TestClient[Any, Any]
+
+
+async def test_comments_are_skipped_and_done_ends_the_round(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        [
+            Send(PROCESSING),
+            Send(chunk({"content": "Hi"})),
+            Send(PROCESSING),
+            Send(chunk({"content": "!"}, "stop")),
+            Send(DONE),
+            Send(chunk({"content": "after DONE is ignored"})),
+        ]
+    )
+
+    reply = await stream(client, "hello")
+
+    assert reply.types == ["text", "text", "completion"]
+    assert reply.text == "Hi!"
+
+
+async def test_utf8_character_split_across_reads_survives(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    frame = chunk({"content": "héllo 🚀 日本"})
+    cut = frame.index("🚀".encode()) + 2  # inside the four bytes of the rocket
+    upstream.add(
+        [
+            Send(frame[:cut]),
+            Sleep(0.05),
+            Send(frame[cut:]),
+            Sleep(0.05),
+            Send(chunk({}, "stop")),
+            Send(DONE),
+        ]
+    )
+
+    reply = await stream(client, "unicode")
+
+    assert reply.text == "héllo 🚀 日本"
+    assert "\ufffd" not in reply.text
+
+
+async def test_crlf_framed_upstream_is_understood(client: Client, upstream: FakeUpstream) -> None:
+    frames = [chunk({"content": "a"}), chunk({"content": "b"}, "stop"), DONE]
+    upstream.add([Send(f.replace(b"\n", b"\r\n")) for f in frames])
+
+    reply = await stream(client, "crlf")
+
+    assert reply.text == "ab"
+    assert reply.types[-1] == "completion"
+
+
+async def test_mid_stream_error_object_becomes_error_event(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    error = {
+        "id": "gen-1",
+        "object": "chat.completion.chunk",
+        "error": {"code": 502, "message": "Provider returned error: overloaded"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    upstream.add(
+        [Send(chunk({"content": "Par"})), Send(b"data: " + json.dumps(error).encode() + b"\n\n")]
+    )
+
+    reply = await stream(client, "fail midway", conversationId="mid")
+
+    assert reply.types == ["text", "error"]
+    assert reply.events[-1]["message"] == "Provider returned error: overloaded"
+    assert reply.events[-1]["code"] == "upstream_error"
+
+
+async def test_invalid_model_400_becomes_invalid_model(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    message = "nope/model is not a valid model ID"
+    upstream.add(HttpError(400, {"error": {"message": message, "code": 400}}))
+
+    reply = await stream(client, "hi", model="nope/model")
+
+    assert reply.status == 200
+    assert reply.types == ["error"]
+    assert reply.events[0] == {**reply.events[0], "code": "invalid_model", "message": message}
+
+
+async def test_401_becomes_upstream_auth(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(HttpError(401, {"error": {"message": "No auth credentials found", "code": 401}}))
+
+    reply = await stream(client, "hi")
+
+    assert reply.events[0]["code"] == "upstream_auth"
+    assert reply.events[0]["message"] == "No auth credentials found"
+    assert len(upstream.requests) == 1  # never retried
+
+
+async def test_402_becomes_insufficient_credits(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(HttpError(402, {"error": {"message": "Insufficient credits", "code": 402}}))
+
+    reply = await stream(client, "hi")
+
+    assert reply.events[0]["code"] == "insufficient_credits"
+
+
+async def test_429_is_retried_after_retry_after(client: Client, upstream: FakeUpstream) -> None:
+    upstream.add(
+        HttpError(429, {"error": {"message": "Rate limit exceeded"}}, {"Retry-After": "0.3"}),
+        text_reply("finally"),
+    )
+    started = time.monotonic()
+
+    reply = await stream(client, "hi")
+
+    assert time.monotonic() - started >= 0.3
+    assert reply.types == ["text", "completion"]
+    assert len(upstream.requests) == 2
+
+
+async def test_429_beyond_retries_becomes_rate_limited(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(upstream_max_retries=1)
+    limited = HttpError(429, {"error": {"message": "Rate limit exceeded"}}, {"Retry-After": "0"})
+    upstream.add(limited, limited, text_reply("never"))
+
+    reply = await stream(client, "hi")
+
+    assert reply.types == ["error"]
+    assert reply.events[0]["code"] == "rate_limited"
+    assert reply.events[0]["message"] == "Rate limit exceeded"
+    assert len(upstream.requests) == 2
+
+
+async def test_retry_after_longer_than_the_cap_is_not_waited_for(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(HttpError(429, {"error": {"message": "slow down"}}, {"Retry-After": "3600"}))
+
+    reply = await stream(client, "hi")
+
+    assert reply.events[0]["code"] == "rate_limited"
+    assert len(upstream.requests) == 1
+
+
+async def test_502_is_retried_then_reported(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(upstream_max_retries=1)
+    bad = HttpError(502, "<html>Bad Gateway</html>", {"Retry-After": "0"})
+    upstream.add(bad, bad)
+
+    reply = await stream(client, "hi")
+
+    assert len(upstream.requests) == 2
+    assert reply.events[0]["code"] == "upstream_error"
+    assert "502" in reply.events[0]["message"]
+    assert "Bad Gateway" in reply.events[0]["message"]
+
+
+async def test_dropped_connection_becomes_error_event(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add([Send(chunk({"content": "Hello"})), Sleep(0.05), Drop()])
+
+    reply = await stream(client, "hi", conversationId="drop")
+
+    assert reply.types == ["text", "error"]
+    assert reply.events[-1]["code"] == "upstream_error"
+    assert "dropped" in reply.events[-1]["message"]
+
+
+async def test_stream_that_ends_without_finish_is_an_error(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add([Send(chunk({"content": "Hel"}))])
+
+    reply = await stream(client, "hi")
+
+    assert reply.types == ["text", "error"]
+    assert reply.events[-1]["code"] == "upstream_error"
+
+
+async def test_stalled_upstream_times_out(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    client = await make_client(upstream_read_timeout_seconds=0.3)
+    upstream.add([Send(chunk({"content": "Hel"})), Sleep(5)])
+
+    reply = await stream(client, "hi")
+
+    assert reply.types == ["text", "error"]
+    assert reply.events[-1]["code"] == "timeout"
+
+
+async def test_unreachable_upstream_is_reported(make_client: MakeClient) -> None:
+    client = await make_client(openrouter_base_url="http://127.0.0.1:9/api/v1")
+
+    reply = await stream(client, "hi")
+
+    assert reply.types == ["error"]
+    assert reply.events[0]["code"] == "upstream_unreachable"
+
+
+async def test_failed_turn_leaves_a_history_the_next_turn_can_send(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        [Send(chunk({"content": "Partial"})), Drop()],
+        text_reply("ok"),
+    )
+
+    await stream(client, "first", conversationId="after-fail")
+    await stream(client, "second", conversationId="after-fail")
+
+    messages = upstream.requests[1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2]["content"] == "Partial"
+
+
+async def test_client_disconnect_aborts_the_upstream_within_a_second(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(paced(text_reply(*[f"token{i} " for i in range(200)]), 0.05))
+
+    response = await client.post("/api/stream", json={"message": "long", "conversationId": "gone"})
+    first = await response.content.readuntil(b"\n\n")
+    assert b"event: text" in first
+    response.close()
+    left = time.monotonic()
+
+    await asyncio.wait_for(upstream.disconnected.wait(), 1.0)
+
+    assert upstream.disconnected_at is not None
+    assert upstream.disconnected_at - left < 1.0
+    # the abandoned turn still left a valid history behind
+    await asyncio.sleep(0.05)
+    history = await (await client.get("/api/conversation/gone")).json()
+    assert [m["role"] for m in history["messages"]] == ["system", "user", "assistant"]
+
+
+async def test_client_disconnect_while_upstream_is_silent_aborts_it(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add([Send(PROCESSING), Sleep(10)])
+
+    async with aiohttp.ClientSession() as session:
+        url = client.make_url("/api/stream")
+        response = await session.post(url, json={"message": "slow"})
+        assert response.status == 200
+        await asyncio.sleep(0.2)
+        response.close()
+        left = time.monotonic()
+
+        await asyncio.wait_for(upstream.disconnected.wait(), 1.0)
+
+    assert upstream.disconnected_at is not None
+    assert upstream.disconnected_at - left < 1.0
+
+
+def test_round_assembler_joins_tool_call_fragments_by_index() -> None:
+    assembler = RoundAssembler()
+    fragments: list[dict[str, Any]] = [
+        {"index": 1, "id": "c2", "function": {"name": "divide", "arguments": ""}},
+        {"index": 0, "id": "c1", "function": {"name": "add", "arguments": '{"a"'}},
+        {"index": 1, "function": {"arguments": '{"a":1,'}},
+        {"index": 0, "function": {"arguments": ":1,"}},
+        {"index": 1, "function": {"arguments": '"b":0}'}},
+        {"index": 0, "function": {"arguments": '"b":2}'}},
+    ]
+    for fragment in fragments:
+        assembler.feed({"choices": [{"delta": {"tool_calls": [fragment]}}]})
+
+    assert assembler.tool_calls() == [
+        ToolCall("c1", "add", '{"a":1,"b":2}'),
+        ToolCall("c2", "divide", '{"a":1,"b":0}'),
+    ]
+
+
+def test_round_assembler_reads_text_usage_model_and_id() -> None:
+    assembler = RoundAssembler()
+
+    text = assembler.feed({"id": "g1", "model": "m/x", "choices": [{"delta": {"content": "hi"}}]})
+    assembler.feed({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    assembler.feed({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+
+    assert text == TextChunk("hi")
+    finish = assembler.finish()
+    assert (finish.reason, finish.model, finish.id) == ("stop", "m/x", "g1")
+    assert finish.usage is not None
+    assert (finish.usage.prompt_tokens, finish.usage.completion_tokens) == (3, 2)
+    assert finish.usage.cost is None
+
+
+def test_status_codes_map_to_error_codes() -> None:
+    assert code_for_status(400, "x is not a valid model ID") == "invalid_model"
+    assert code_for_status(404, "No endpoints found for model y") == "invalid_model"
+    assert code_for_status(400, "messages: bad") == "invalid_request"
+    assert code_for_status(401) == "upstream_auth"
+    assert code_for_status(429) == "rate_limited"
+    assert code_for_status(503) == "upstream_error"
+
+
+def test_parse_events_reads_our_own_frames() -> None:
+    raw = (
+        b'id: 0\nevent: text\ndata: {"type":"text","chunkIndex":0,"elapsedMs":1,"content":"a",'
+        b'"textDelta":"a"}\n\n: ping\n\n'
+    )
+
+    assert parse_events(raw)[0]["content"] == "a"
