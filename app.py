@@ -7,7 +7,7 @@ import logging
 import sys
 
 from aiohttp import web
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from streamchat.settings import Settings, SettingsError
 from streamchat.web import create_app, describe_backend
@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (default: $PORT or 5282)")
     args = parser.parse_args(argv)
 
-    load_dotenv()
+    # The .env of the folder the server is started from (or the nearest one above it).
+    load_dotenv(find_dotenv(usecwd=True))
     try:
         settings = Settings.from_env().with_overrides(host=args.host, port=args.port)
     except SettingsError as exc:

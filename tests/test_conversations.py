@@ -24,12 +24,12 @@ async def test_system_prompt_is_stored_once() -> None:
             turn.add_text("ok")
             turn.commit()
 
-    conversation = store.get("c")
-    assert conversation is not None
-    assert [m["role"] for m in conversation.messages] == [
+    stored = store.get("c")
+    assert stored is not None
+    assert [m["role"] for m in stored.messages] == [
         "system", "user", "assistant", "user", "assistant",
     ]  # fmt: skip
-    assert conversation.messages[0] == {"role": "system", "content": "be brief"}
+    assert stored.messages[0] == {"role": "system", "content": "be brief"}
 
 
 async def test_idle_conversations_expire() -> None:

@@ -7,8 +7,8 @@ from streamchat.providers.base import ModelRequest, Stream, UpstreamError
 
 NO_KEY_MESSAGE = (
     "No OpenRouter API key is set. Get one at https://openrouter.ai/keys, then set "
-    "OPENROUTER_API_KEY in the environment or in a .env file next to app.py "
-    "(see .env.example) and restart the server."
+    "OPENROUTER_API_KEY in the environment or in a .env file in the folder you start the "
+    "server from (see .env.example), and restart the server."
 )
 
 
