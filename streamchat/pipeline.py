@@ -1,7 +1,7 @@
 """The async-generator stages of one turn.
 
-    provider.stream() -> run_tools() -> extract_artifacts() -> encode_events() -> SSE writer
-      model deltas       events          events                frames (bytes)
+    provider.stream() -> run_tools() -> extract_artifacts() [-> convert_fences()] -> encode_events()
+      model deltas       events          events                 events                frames
 
 Each stage takes the previous one as its first argument and wraps it in `aclosing()`, so closing
 the last stage (the client left) closes every stage and the upstream response at once, in the
@@ -15,9 +15,10 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
+from typing import Protocol
 
 from streamchat.artifact_ids import ArtifactIds
-from streamchat.artifacts import ArtifactParser
+from streamchat.artifacts import ArtifactParser, ParsedEvent
 from streamchat.conversations import Turn
 from streamchat.events import (
     Completion,
@@ -33,11 +34,19 @@ from streamchat.events import (
     event_type,
     to_wire,
 )
+from streamchat.fences import FenceParser
 from streamchat.providers.base import ModelRequest, Provider, Stream, UpstreamError
 from streamchat.sse import encode_frame
 from streamchat.tools.registry import ToolFailure, ToolRegistry
 
 log = logging.getLogger(__name__)
+
+
+class TextParser(Protocol):
+    def feed(self, text: str) -> list[ParsedEvent]: ...
+
+    def flush(self) -> list[ParsedEvent]: ...
+
 
 TERMINAL = (Completion, ErrorEvent)
 
@@ -120,8 +129,20 @@ async def _run_tool(tools: ToolRegistry, call: ToolCall) -> ToolCompleted | Tool
 
 
 async def extract_artifacts(events: Stream[Event], ids: ArtifactIds) -> Stream[Event]:
-    """Text in, prose and artifact events out; held-back text is released before the end."""
-    parser = ArtifactParser(ids)
+    """`<artifact>` tags in the text become artifact events; the prose around them stays text."""
+    async for event in _parse_text(events, ArtifactParser(ids)):
+        yield event
+
+
+async def convert_fences(events: Stream[Event], ids: ArtifactIds) -> Stream[Event]:
+    """Markdown code fences in the prose become artifact events (after `extract_artifacts`,
+    so a fence inside an `<artifact>` body stays content)."""
+    async for event in _parse_text(events, FenceParser(ids)):
+        yield event
+
+
+async def _parse_text(events: Stream[Event], parser: TextParser) -> Stream[Event]:
+    """Feed text events to a sans-IO parser; held-back text is released before the end."""
     async with aclosing(events) as stream:
         async for event in stream:
             if isinstance(event, TextChunk):

@@ -31,12 +31,21 @@ is the programming language, if any. Put explanations outside the artifact, and 
 Markdown code fences for deliverables."""
 
 
+# The small local model cannot follow the long prompt above (and writes code fences, which
+# ARTIFACT_FENCES turns into artifacts): a short prompt also keeps its first token quick.
+LOCAL_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer briefly and clearly. Put code in Markdown code fences."
+)
+
+
 class SettingsError(ValueError):
     """A setting has a value the server cannot use."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # auto: OpenRouter when a key is set, else the embedded local model.
+    backend: str = "auto"
     openrouter_api_key: str = ""
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     default_model: str = "google/gemini-2.0-flash-exp"
@@ -59,6 +68,14 @@ class Settings:
     upstream_max_retry_wait_seconds: float = 20.0
     app_url: str = "https://github.com/streamchat/streamchat"
     app_title: str = "streamchat"
+    # The embedded local model.
+    local_model_path: str = ""
+    local_context_tokens: int = 4096
+    local_max_tokens: int = 1024
+    local_threads: int = 0
+    local_temperature: float = 0.3
+    # Markdown code fences as artifacts: auto is on for the local model, off for OpenRouter.
+    artifact_fences: str = "auto"
     # Streaming.
     ping_interval_seconds: float = 15.0
     log_level: str = "INFO"
@@ -72,18 +89,33 @@ class Settings:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field.name.upper(), raw, field.type)
+        for name in ("backend", "artifact_fences"):
+            if name in values:
+                values[name] = values[name].lower()
         return cls(**values).validated()
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None}).validated()
 
     def validated(self) -> Settings:
-        for name in ("max_message_chars", "max_body_bytes", "max_conversations"):
+        for name in (
+            "max_message_chars",
+            "max_body_bytes",
+            "max_conversations",
+            "local_context_tokens",
+            "local_max_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
         for name in ("max_tool_rounds", "upstream_max_retries"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
+        if self.backend not in ("auto", "openrouter", "local"):
+            raise SettingsError(f"BACKEND must be auto, openrouter or local, not {self.backend!r}")
+        if self.artifact_fences not in ("auto", "on", "off"):
+            raise SettingsError(
+                f"ARTIFACT_FENCES must be auto, on or off, not {self.artifact_fences!r}"
+            )
         if not 0 < self.port < 65536:
             raise SettingsError(f"PORT must be between 1 and 65535, not {self.port}")
         if not self.openrouter_base_url.startswith(("http://", "https://")):

@@ -7,6 +7,7 @@ owns one `aiohttp.ClientSession` (made in `cleanup_ctx`) that every upstream cal
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,12 +21,17 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamchat.artifact_ids import ArtifactIds
+from streamchat.backends import (
+    Backend,
+    choose_backend,
+    fences_enabled,
+    make_provider,
+    system_prompt,
+)
 from streamchat.conversations import ConversationStore, Turn
 from streamchat.page import add_page_routes
-from streamchat.pipeline import encode_events, extract_artifacts, run_tools
+from streamchat.pipeline import convert_fences, encode_events, extract_artifacts, run_tools
 from streamchat.providers.base import Provider
-from streamchat.providers.openai_compat import OpenAICompatProvider
-from streamchat.providers.unconfigured import UnconfiguredProvider
 from streamchat.settings import Settings
 from streamchat.sse_writer import SSEWriter
 from streamchat.tools.calculator import register_calculator
@@ -38,6 +44,7 @@ STORE = web.AppKey("store", ConversationStore)
 TOOLS = web.AppKey("tools", ToolRegistry)
 PROVIDER = web.AppKey("provider", Provider)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+BACKEND = web.AppKey("backend", Backend)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -136,7 +143,7 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     chat = await parse_chat_request(request, settings)
     conversation_id = chat.conversation_id or uuid.uuid4().hex
-    model = (chat.model or "").strip() or settings.default_model
+    model = (chat.model or "").strip() or app[BACKEND].model
 
     response = web.StreamResponse(
         headers={
@@ -153,9 +160,12 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
     ):
         turn = Turn(conversation, chat.message)
         events = run_tools(app[PROVIDER], turn, app[TOOLS], model, settings.max_tool_rounds)
-        artifacts = extract_artifacts(events, ArtifactIds(conversation.artifact_ids))
+        ids = ArtifactIds(conversation.artifact_ids)
+        events = extract_artifacts(events, ids)
+        if fences_enabled(settings, app[BACKEND]):
+            events = convert_fences(events, ids)
         try:
-            async with aclosing(encode_events(artifacts, started)) as frames:
+            async with aclosing(encode_events(events, started)) as frames:
                 async for frame in frames:
                     await writer.write(frame)
         except ConnectionResetError:
@@ -183,44 +193,34 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ok",
-            "backend": app[PROVIDER].name,
-            "model": app[SETTINGS].default_model,
+            "backend": app[BACKEND].kind,
+            "model": app[BACKEND].model,
             "conversations": len(app[STORE]),
         }
     )
 
 
-def describe_backend(settings: Settings) -> list[str]:
-    """What start-up prints about the backend: never the key itself."""
-    if settings.openrouter_api_key:
-        return [
-            f"backend: openrouter (OpenAI-compatible) at {settings.openrouter_base_url}",
-            f"default model: {settings.default_model}",
-        ]
-    return [
-        "backend: none: OPENROUTER_API_KEY is not set, so every turn answers with an error",
-        "  event that says how to set it (see .env.example)",
-        f"default model: {settings.default_model}",
-    ]
-
-
-def make_provider(settings: Settings, session: aiohttp.ClientSession) -> Provider:
-    if settings.openrouter_api_key:
-        return OpenAICompatProvider(session, settings)
-    return UnconfiguredProvider()
-
-
 def create_app(
     settings: Settings,
     *,
+    backend: Backend | None = None,
     provider: Provider | None = None,
     tools: ToolRegistry | None = None,
 ) -> web.Application:
     """The application; `provider` and `tools` replace the defaults (tests, embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    if backend is None:
+        backend = (
+            choose_backend(settings)
+            if provider is None
+            else Backend(getattr(provider, "name", "custom"), settings.default_model)
+        )
     app[SETTINGS] = settings
+    app[BACKEND] = backend
     app[STORE] = ConversationStore(
-        settings.system_prompt, settings.conversation_ttl_seconds, settings.max_conversations
+        system_prompt(settings, backend),
+        settings.conversation_ttl_seconds,
+        settings.max_conversations,
     )
     if tools is None:
         tools = ToolRegistry(settings.tool_timeout_seconds)
@@ -230,8 +230,17 @@ def create_app(
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[SESSION] = session
-            app[PROVIDER] = provider or make_provider(settings, session)
-            yield
+            # Loading a local model reads a large file: keep the loop free meanwhile.
+            made = provider
+            if made is None:
+                made = await asyncio.to_thread(make_provider, settings, backend, session)
+            app[PROVIDER] = made
+            try:
+                yield
+            finally:
+                close = getattr(made, "close", None)
+                if provider is None and callable(close):
+                    close()
 
     app.cleanup_ctx.append(client_session)
     conversation = "/{conversation_id}"

@@ -354,7 +354,7 @@ async def test_ping_comment_is_sent_during_silence(
 
 
 async def test_no_key_answers_with_an_error_event_that_says_how(make_client: MakeClient) -> None:
-    client = await make_client(openrouter_api_key="")
+    client = await make_client(openrouter_api_key="", backend="openrouter")
 
     reply = await stream(client, "Hello!")
 

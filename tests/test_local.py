@@ -1,0 +1,308 @@
+"""The local provider with a scripted engine: queueing, cancellation, tool calls, prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from streamchat.backends import Backend, choose_backend, fences_enabled
+from streamchat.providers.base import Message, ModelRequest
+from streamchat.providers.local import LocalProvider
+from streamchat.providers.local_prompt import ANSWER, TOOL, render_messages, tools_schema
+from streamchat.settings import LOCAL_SYSTEM_PROMPT, SettingsError
+from streamchat.tools import ToolRegistry
+from streamchat.tools.calculator import register_calculator
+from streamchat.web import create_app
+from tests.conftest import make_settings, stream
+
+Client = TestClient[Any, Any]
+
+
+class ScriptedEngine:
+    """Plays scripted model output on the worker thread, recording how it was driven."""
+
+    model_name = "scripted-local"
+
+    def __init__(
+        self,
+        *,
+        choices: list[str] | None = None,
+        calls: list[str] | None = None,
+        answers: list[list[str]] | None = None,
+        token_seconds: float = 0.0,
+    ) -> None:
+        self.choices = choices or []
+        self.calls = calls or []
+        self.answers = answers or []
+        self.token_seconds = token_seconds
+        self.prompts: list[str] = []
+        self.active = 0
+        self.max_active = 0
+        self.stopped = threading.Event()
+        self.yielded_after_stop = 0
+
+    def prompt(self, messages: list[dict[str, str]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def choose(self, prompt: str, options: list[str]) -> str:
+        return self.choices.pop(0) if self.choices else options[-1]
+
+    def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
+        return self.calls.pop(0)
+
+    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+        self.prompts.append(prompt)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            for piece in self.answers.pop(0) if self.answers else ["ok"]:
+                if stop.is_set():
+                    self.stopped.set()
+                    return
+                time.sleep(self.token_seconds)
+                yield piece
+        finally:
+            self.active -= 1
+
+
+@pytest.fixture
+async def local_client(aiohttp_client: AiohttpClient) -> Any:
+    providers: list[LocalProvider] = []
+
+    async def make(engine: ScriptedEngine) -> Client:
+        provider = LocalProvider(engine)
+        providers.append(provider)
+        return await aiohttp_client(create_app(make_settings(), provider=provider))
+
+    yield make
+    for provider in providers:
+        provider.close()
+
+
+async def test_answer_streams_as_text_events_and_completion(local_client: Any) -> None:
+    client = await local_client(ScriptedEngine(answers=[["Hel", "lo", " 🚀"]]))
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.types == ["text", "text", "text", "completion"]
+    assert reply.text == "Hello 🚀"
+    completion = reply.events[-1]
+    assert completion["model"] == "scripted-local"
+    assert completion["finishReason"] == "stop"
+    assert completion["usage"]["completionTokens"] == 2
+
+
+async def test_tool_call_events_and_history_match_the_openrouter_path(local_client: Any) -> None:
+    engine = ScriptedEngine(
+        choices=[TOOL, ANSWER],
+        calls=['{"name": "add", "arguments": {"a": 25, "b": 17}}'],
+        answers=[["25 + 17 = 42."]],
+    )
+    client = await local_client(engine)
+
+    reply = await stream(client, "What is 25 + 17?", conversationId="loc")
+
+    assert reply.types == ["tool_executing", "tool_completed", "text", "completion"]
+    assert json.loads(reply.events[0]["arguments"]) == {"a": 25, "b": 17}
+    assert reply.events[1]["result"] == "42"
+    history = (await (await client.get("/api/conversation/loc")).json())["messages"]
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "tool", "assistant"]
+    call_id = history[2]["tool_calls"][0]["id"]
+    assert history[3] == {"role": "tool", "tool_call_id": call_id, "content": "42"}
+    assert history[0]["content"] == LOCAL_SYSTEM_PROMPT
+    # the second round showed the model its call and the result
+    assert '<assistant>TOOL: {"name": "add", "arguments": {"a": 25, "b": 17}}' in engine.prompts[0]
+    assert "<user>RESULT: 42" in engine.prompts[0]
+
+
+async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client: Any) -> None:
+    answer = "Here:\n```python\ndef hello():\n    print('Hello, World!')\n```\nDone."
+    client = await local_client(ScriptedEngine(answers=[list(answer)]))
+
+    reply = await stream(client, "Create a Python hello world function")
+
+    done = reply.of("artifact_completed")[0]
+    assert (done["title"], done["language"]) == ("snippet.py", "python")
+    assert done["content"] == "def hello():\n    print('Hello, World!')"
+    assert reply.text == "Here:\nDone."
+
+
+async def test_an_incomplete_tool_call_is_an_error_event(local_client: Any) -> None:
+    client = await local_client(ScriptedEngine(choices=[TOOL], calls=['{"name": "add", "argu']))
+
+    reply = await stream(client, "1 + 1")
+
+    assert reply.types == ["error"]
+    assert reply.events[0]["code"] == "local_model_error"
+
+
+async def test_requests_queue_in_order_and_never_overlap(local_client: Any) -> None:
+    engine = ScriptedEngine(answers=[["a"] * 5, ["b"] * 5, ["c"] * 5], token_seconds=0.01)
+    client = await local_client(engine)
+
+    async def ask(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return (await stream(client, name, conversationId=name)).text
+
+    texts = await asyncio.gather(ask("alpha", 0), ask("bravo", 0.005), ask("charlie", 0.01))
+
+    assert texts == ["aaaaa", "bbbbb", "ccccc"]
+    assert engine.max_active == 1
+    asked = [
+        name
+        for p in engine.prompts
+        for name in ("alpha", "bravo", "charlie")
+        if f"<user>{name}\n" in p
+    ]
+    assert asked == ["alpha", "bravo", "charlie"]
+
+
+async def test_client_that_leaves_stops_generation_within_a_token(local_client: Any) -> None:
+    engine = ScriptedEngine(answers=[["tok "] * 1000, ["next"]], token_seconds=0.02)
+    client = await local_client(engine)
+
+    response = await client.post("/api/stream", json={"message": "go on forever"})
+    await response.content.readuntil(b"\n\n")
+    response.close()
+
+    assert await asyncio.to_thread(engine.stopped.wait, 1.0)
+    # and the model is free for the next request at once
+    reply = await asyncio.wait_for(stream(client, "next"), 2.0)
+    assert reply.text == "next"
+
+
+async def test_health_answers_while_the_model_generates(local_client: Any) -> None:
+    engine = ScriptedEngine(answers=[["x"] * 40], token_seconds=0.05)
+    client = await local_client(engine)
+    turn = asyncio.create_task(stream(client, "long"))
+    await asyncio.sleep(0.3)
+
+    started = time.perf_counter()
+    health = await client.get("/health")
+    took = time.perf_counter() - started
+
+    assert health.status == 200
+    assert took < 0.1
+    assert not turn.done()
+    await turn
+
+
+def test_history_renders_as_plain_turns_with_worked_examples() -> None:
+    tools = ToolRegistry()
+    register_calculator(tools)
+    history: list[Message] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "6*7?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "multiply", "arguments": '{"a":6,"b":7}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        {"role": "assistant", "content": "42."},
+    ]
+
+    turns = render_messages(history, tools.schemas())
+
+    assert turns[0]["role"] == "system"
+    assert turns[0]["content"].startswith("Be brief.\n\nYou can use these tools:")
+    assert turns[-4:] == [
+        {"role": "user", "content": "6*7?"},
+        {
+            "role": "assistant",
+            "content": 'TOOL: {"name": "multiply", "arguments": {"a": 6, "b": 7}}',
+        },
+        {"role": "user", "content": "RESULT: 42"},
+        {"role": "assistant", "content": "ANSWER: 42."},
+    ]
+    examples = turns[1:-4]
+    assert sum(t["content"].startswith(TOOL) for t in examples) == 4
+    assert all(t["role"] in ("user", "assistant") for t in turns[1:])
+
+
+def test_examples_only_use_offered_tools_and_no_tools_means_plain_chat() -> None:
+    tools = ToolRegistry()
+
+    @tools.register
+    def add(a: float, b: float) -> float:
+        """Add."""
+        return a + b
+
+    history: list[Message] = [{"role": "user", "content": "hi"}]
+    with_add = render_messages(history, tools.schemas())
+    plain = render_messages(history, [])
+
+    assert not any('"multiply"' in t["content"] for t in with_add)
+    assert any('"add"' in t["content"] for t in with_add)
+    assert plain == [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]
+
+
+def test_tool_schema_puts_the_name_before_the_arguments() -> None:
+    tools = ToolRegistry()
+    register_calculator(tools)
+
+    schema = tools_schema(tools.schemas())
+
+    names = [option["properties"]["name"]["const"] for option in schema["anyOf"]]
+    assert names == ["add", "subtract", "multiply", "divide"]
+    assert list(schema["anyOf"][0]["properties"]) == ["name", "arguments"]
+
+
+async def test_long_history_drops_the_oldest_turns_but_keeps_system_and_question() -> None:
+    engine = ScriptedEngine(answers=[["ok"]])
+    provider = LocalProvider(engine, context_tokens=40)
+    history: list[Message] = [{"role": "system", "content": "sys"}]
+    for i in range(20):
+        history += [
+            {"role": "user", "content": f"question {i} " + "word " * 5},
+            {"role": "assistant", "content": f"answer {i}"},
+        ]
+    history.append({"role": "user", "content": "the last question"})
+    try:
+        deltas = [d async for d in provider.stream(ModelRequest("m", history))]
+    finally:
+        provider.close()
+
+    assert deltas
+    prompt = engine.prompts[0]
+    assert prompt.startswith("<system>sys")
+    assert "the last question" in prompt
+    assert "question 0 " not in prompt
+    assert engine.count_tokens(prompt) <= 30
+
+
+def test_backend_choice(tmp_path: Path) -> None:
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF")
+
+    keyed = choose_backend(make_settings(openrouter_api_key="k"))
+    local = choose_backend(make_settings(openrouter_api_key="", local_model_path=str(model)))
+    forced = choose_backend(make_settings(backend="local", local_model_path=str(model)))
+
+    assert keyed.kind == "openrouter"
+    assert (local.kind, local.model, local.model_path) == ("local", "tiny", model)
+    assert forced.kind == "local"
+    with pytest.raises(SettingsError, match="not a file"):
+        choose_backend(make_settings(backend="local", local_model_path=str(tmp_path / "no")))
+    assert fences_enabled(make_settings(), local)
+    assert not fences_enabled(make_settings(), keyed)
+    assert fences_enabled(make_settings(artifact_fences="on"), keyed)
+    assert not fences_enabled(make_settings(artifact_fences="off"), Backend("local", "m"))

