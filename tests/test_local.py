@@ -158,7 +158,7 @@ async def test_requests_queue_in_order_and_never_overlap(local_client: Any) -> N
 
     texts = await asyncio.gather(ask("alpha", 0), ask("bravo", 0.005), ask("charlie", 0.01))
 
-    assert texts == ["aaaaa", "bbbbb", "ccccc"]
+    assert list(texts) == ["aaaaa", "bbbbb", "ccccc"]
     assert engine.max_active == 1
     asked = [
         name
