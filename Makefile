@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format typecheck bench clean
+.PHONY: help install run test check lint format typecheck bench bench-local clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ typecheck: install ## mypy --strict over the package, the tests and app.py
 	$(VENV)/bin/mypy
 
 check: lint typecheck test ## lint, types and tests: what must be green before a commit
+
+bench-local: install ## the embedded model through streamchat against llama-cpp-python directly
+	$(PY) bench/local_model.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -371,3 +371,38 @@ async def test_health(client: Client) -> None:
     body = await response.json()
     assert body["status"] == "ok"
     assert body["backend"] == "openrouter"
+
+
+async def test_fences_inside_an_artifact_stay_content_and_outside_become_artifacts(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(artifact_fences="on")
+    body = "# Usage\n```bash\npython hello.py\n```"
+    reply_text = (
+        f'<artifact id="readme" type="document" title="README.md">\n{body}\n</artifact>\n'
+        "And the script:\n```python\nprint('hi')\n```\n"
+    )
+    upstream.add(text_reply(*[reply_text[i : i + 3] for i in range(0, len(reply_text), 3)]))
+
+    reply = await stream(client, "docs and code")
+
+    first, second = reply.of("artifact_completed")
+    assert (first["artifactId"], first["content"]) == ("readme", body)
+    assert (second["title"], second["language"], second["content"]) == (
+        "snippet.py",
+        "python",
+        "print('hi')",
+    )
+    assert "```" not in reply.text
+    assert reply.text == "\nAnd the script:\n"
+
+
+async def test_fences_stay_text_when_artifact_fences_is_off(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("```python\nprint('hi')\n```"))
+
+    reply = await stream(client, "code")
+
+    assert reply.types == ["text", "completion"]
+    assert reply.text == "```python\nprint('hi')\n```"
