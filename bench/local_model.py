@@ -1,10 +1,10 @@
 """The embedded model through streamchat against llama-cpp-python called directly.
 
 Run: `.venv/bin/python bench/local_model.py [--runs N] [--tokens N]`. Each run asks a new
-question (same questions on both sides, alternating), so both see the same prompt-cache state:
-the shared prefix (system prompt and worked examples) cached, the question new. Direct means
+question (the same questions on both sides, alternating). Direct means
 `create_completion(stream=True)` on exactly the prompt the server's answer step uses; the server
-also pays for its TOOL/ANSWER grammar step, which is part of what it costs. Figures are medians;
+also pays for its TOOL/ANSWER grammar step (over the prompt with the worked examples), which is
+part of what it costs. Figures are medians;
 the ratios are what to read, since the machine is shared.
 """
 
@@ -27,10 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path  # noqa: E402
-from streamchat.providers.local_prompt import ANSWER, render_messages  # noqa: E402
+from streamchat.providers.local_prompt import answer_messages  # noqa: E402
 from streamchat.settings import LOCAL_SYSTEM_PROMPT  # noqa: E402
-from streamchat.tools import ToolRegistry  # noqa: E402
-from streamchat.tools.calculator import register_calculator  # noqa: E402
 
 TOPICS = ["a robot", "the sea", "a lighthouse", "a cat", "the moon", "a garden", "a train"]
 
@@ -47,13 +45,11 @@ def free_port() -> int:
 
 def direct(engine: LlamaEngine, text: str, tokens: int) -> tuple[float, float, int]:
     """(seconds to first token, tokens per second after it, tokens) for one direct call."""
-    tools = ToolRegistry()
-    register_calculator(tools)
     history = [
         {"role": "system", "content": LOCAL_SYSTEM_PROMPT},
         {"role": "user", "content": text},
     ]
-    prompt = engine.prompt(render_messages(history, tools.schemas())) + ANSWER  # type: ignore[arg-type]
+    prompt = engine.prompt(answer_messages(history))  # type: ignore[arg-type]
     started = time.perf_counter()
     stamps = []
     for _chunk in engine._llm.create_completion(  # the raw runtime, as a user would call it
@@ -174,7 +170,7 @@ def report(
         f"Server RSS with the model loaded, after the runs: {rss / 1024:.0f} MB.",
         "",
         "The server's first token also waits for its TOOL/ANSWER grammar step (one constrained",
-        "decode over the same prompt); its tokens/s is the answer step itself.",
+        "decode over the prompt with the worked examples); its tokens/s is the answer step.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -17,7 +17,13 @@ from pytest_aiohttp import AiohttpClient
 from streamchat.backends import Backend, choose_backend, fences_enabled
 from streamchat.providers.base import Message, ModelRequest
 from streamchat.providers.local import LocalProvider
-from streamchat.providers.local_prompt import ANSWER, TOOL, render_messages, tools_schema
+from streamchat.providers.local_prompt import (
+    ANSWER,
+    TOOL,
+    answer_messages,
+    decision_messages,
+    tools_schema,
+)
 from streamchat.settings import LOCAL_SYSTEM_PROMPT, SettingsError
 from streamchat.tools import ToolRegistry
 from streamchat.tools.calculator import register_calculator
@@ -122,9 +128,11 @@ async def test_tool_call_events_and_history_match_the_openrouter_path(local_clie
     call_id = history[2]["tool_calls"][0]["id"]
     assert history[3] == {"role": "tool", "tool_call_id": call_id, "content": "42"}
     assert history[0]["content"] == LOCAL_SYSTEM_PROMPT
-    # the second round showed the model its call and the result
-    assert '<assistant>TOOL: {"name": "add", "arguments": {"a": 25, "b": 17}}' in engine.prompts[0]
-    assert "<user>RESULT: 42" in engine.prompts[0]
+    # the answer was asked with the result as a note on the question, and no worked examples
+    assert engine.prompts == [
+        f"<system>{LOCAL_SYSTEM_PROMPT}\n"
+        "<user>What is 25 + 17?\n\nTool result: add(a=25, b=17) = 42\n<assistant>"
+    ]
 
 
 async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client: Any) -> None:
@@ -199,7 +207,7 @@ async def test_health_answers_while_the_model_generates(local_client: Any) -> No
     await turn
 
 
-def test_history_renders_as_plain_turns_with_worked_examples() -> None:
+def test_decision_prompt_has_worked_examples_and_tool_turns() -> None:
     tools = ToolRegistry()
     register_calculator(tools)
     history: list[Message] = [
@@ -220,7 +228,7 @@ def test_history_renders_as_plain_turns_with_worked_examples() -> None:
         {"role": "assistant", "content": "42."},
     ]
 
-    turns = render_messages(history, tools.schemas())
+    turns = decision_messages(history, tools.schemas())
 
     assert turns[0]["role"] == "system"
     assert turns[0]["content"].startswith("Be brief.\n\nYou can use these tools:")
@@ -236,9 +244,14 @@ def test_history_renders_as_plain_turns_with_worked_examples() -> None:
     examples = turns[1:-4]
     assert sum(t["content"].startswith(TOOL) for t in examples) == 4
     assert all(t["role"] in ("user", "assistant") for t in turns[1:])
+    assert answer_messages(history) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "6*7?\n\nTool result: multiply(a=6, b=7) = 42"},
+        {"role": "assistant", "content": "42."},
+    ]
 
 
-def test_examples_only_use_offered_tools_and_no_tools_means_plain_chat() -> None:
+def test_examples_only_use_offered_tools() -> None:
     tools = ToolRegistry()
 
     @tools.register
@@ -247,12 +260,11 @@ def test_examples_only_use_offered_tools_and_no_tools_means_plain_chat() -> None
         return a + b
 
     history: list[Message] = [{"role": "user", "content": "hi"}]
-    with_add = render_messages(history, tools.schemas())
-    plain = render_messages(history, [])
+    with_add = decision_messages(history, tools.schemas())
 
     assert not any('"multiply"' in t["content"] for t in with_add)
     assert any('"add"' in t["content"] for t in with_add)
-    assert plain == [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]
+    assert answer_messages(history) == [{"role": "user", "content": "hi"}]
 
 
 def test_tool_schema_puts_the_name_before_the_arguments() -> None:

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient
 
 from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path, runtime_available
 from streamchat.providers.local import LocalProvider
-from streamchat.providers.local_prompt import TOOL, render_messages, tools_schema
+from streamchat.providers.local_prompt import TOOL, decision_messages, tools_schema
 from streamchat.tools import ToolRegistry
 from streamchat.tools.calculator import register_calculator
 from streamchat.web import create_app
@@ -81,7 +81,7 @@ def test_a_tool_call_attempt_is_json_that_fits_the_tool_schema(engine: WatchedEn
     schemas = tools.schemas()
     for question in ("What is 25 + 17?", "Tell me a joke"):
         history: list[Any] = [{"role": "user", "content": question}]
-        prompt = engine.prompt(render_messages(history, schemas))
+        prompt = engine.prompt(decision_messages(history, schemas))
 
         raw = engine.complete_json(prompt + TOOL, tools_schema(schemas))
 

@@ -23,11 +23,18 @@ from typing import Any, Protocol
 
 from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
 from streamchat.providers.base import Message, ModelRequest, Stream, UpstreamError
-from streamchat.providers.local_prompt import ANSWER, TOOL, render_messages, tools_schema
+from streamchat.providers.local_prompt import (
+    ANSWER,
+    TOOL,
+    answer_messages,
+    decision_messages,
+    tools_schema,
+)
 
 log = logging.getLogger(__name__)
 
 _END = object()
+Render = Callable[[list[Message]], list[dict[str, str]]]
 
 
 class Engine(Protocol):
@@ -109,19 +116,21 @@ class LocalProvider:
     def _generate(
         self, request: ModelRequest, emit: Callable[[object], None], stop: threading.Event
     ) -> None:
-        engine = self._engine
-        prompt = self._fit(request.messages, request.tools)
-        prompt_tokens = engine.count_tokens(prompt)
+        engine, tools = self._engine, request.tools
         generation_id = f"local-{uuid.uuid4().hex[:16]}"
-        if request.tools and engine.choose(prompt, [TOOL, ANSWER]) == TOOL:
-            raw = engine.complete_json(prompt + TOOL, tools_schema(request.tools))
-            call = _tool_call(raw)
-            usage = _usage(prompt_tokens, engine.count_tokens(raw))
-            emit(call)
-            emit(Finish("tool_calls", engine.model_name, generation_id, usage))
-            return
-        if request.tools:
-            prompt += ANSWER
+        prompt_tokens = 0
+        if tools:
+            decide = self._fit(request.messages, lambda h: decision_messages(h, tools))
+            prompt_tokens = engine.count_tokens(decide)
+            if engine.choose(decide, [TOOL, ANSWER]) == TOOL:
+                raw = engine.complete_json(decide + TOOL, tools_schema(tools))
+                call = _tool_call(raw)
+                emit(call)
+                usage = _usage(prompt_tokens, engine.count_tokens(raw))
+                emit(Finish("tool_calls", engine.model_name, generation_id, usage))
+                return
+        prompt = self._fit(request.messages, answer_messages)
+        prompt_tokens += engine.count_tokens(prompt)
         pieces: list[str] = []
         for piece in engine.stream(prompt, stop):
             pieces.append(piece)
@@ -130,12 +139,12 @@ class LocalProvider:
         usage = _usage(prompt_tokens, engine.count_tokens("".join(pieces)))
         emit(Finish(reason, engine.model_name, generation_id, usage))
 
-    def _fit(self, messages: list[Message], tools: list[dict[str, Any]]) -> str:
+    def _fit(self, messages: list[Message], render: Render) -> str:
         """The prompt, dropping the oldest turns until it leaves room for an answer."""
         history = list(messages)
         budget = self._context_tokens * 3 // 4
         while True:
-            prompt = self._engine.prompt(render_messages(history, tools))
+            prompt = self._engine.prompt(render(history))
             first_turn = 1 if history and history[0]["role"] == "system" else 0
             if len(history) <= first_turn + 1 or self._engine.count_tokens(prompt) <= budget:
                 return prompt

@@ -1,9 +1,12 @@
-"""How a conversation is shown to a small local model: plain chat turns and worked examples.
+"""How a conversation is shown to a small local model, in two prompts.
 
-Small chat templates know nothing of `tool_calls` or the `tool` role, so a tool call is written
-as an assistant turn `TOOL: {"name": ..., "arguments": ...}`, its result as a user turn
-`RESULT: ...`, and an answer as `ANSWER: ...`. Worked examples of exactly that exchange come
-first; measured with SmolLM2-135M, they are what makes it pick the right tool.
+Small chat templates know nothing of `tool_calls` or the `tool` role. The *decision* prompt
+(`decision_messages`) writes a tool call as an assistant turn `TOOL: {"name": ..., "arguments":
+...}`, its result as a user turn `RESULT: ...` and an answer as `ANSWER: ...`, after worked
+examples of exactly that exchange: measured with SmolLM2-135M, they are what makes it choose
+well between a tool and an answer. The *answer* prompt (`answer_messages`) is the plain
+conversation, each tool result folded into the user's turn as a note: with the examples in
+view, the same model copied them ("Hello!" was answered "84 / 2 = 42.").
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ _EXAMPLES: list[tuple[str, _Call | None, str]] = [
         'Here it is:\n\n```python\ndef greet(name):\n    print(f"Hello, {name}!")\n```',
     ),
     ("What is 100 minus 58?", ("subtract", {"a": 100, "b": 58}, "42"), "100 - 58 = 42."),
+    (
+        # Without this one, "a function that adds" looked like a call to add.
+        "Write a JavaScript function that adds two numbers.",
+        None,
+        "```javascript\nfunction add(a, b) {\n  return a + b;\n}\n```",
+    ),
     ("What is the capital of Italy?", None, "The capital of Italy is Rome."),
     ("What is 84 divided by 2?", ("divide", {"a": 84, "b": 2}, "42"), "84 / 2 = 42."),
 ]
@@ -85,8 +94,8 @@ def _examples(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
     return turns
 
 
-def render_messages(history: list[Message], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The conversation as plain system/user/assistant turns for a chat template."""
+def decision_messages(history: list[Message], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Instructions, worked examples and the conversation: for choosing TOOL or ANSWER."""
     system = [m.get("content") or "" for m in history if m["role"] == "system"]
     if tools:
         system.append(_instructions(tools))
@@ -96,6 +105,40 @@ def render_messages(history: list[Message], tools: list[dict[str, Any]]) -> list
     for message in history:
         out.extend(_render(message, bool(tools)))
     return out
+
+
+def answer_messages(history: list[Message]) -> list[dict[str, str]]:
+    """The plain conversation, each tool result a note on the user's turn before it."""
+    out: list[dict[str, str]] = []
+    calls: dict[str, str] = {}
+    for message in history:
+        role, content = message["role"], message.get("content") or ""
+        if role == "tool":
+            shown = calls.get(message.get("tool_call_id", ""), "a tool")
+            note = f"Tool result: {shown} = {content}"
+            if out and out[-1]["role"] == "user":
+                out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n\n{note}"}
+            else:
+                out.append({"role": "user", "content": note})
+        elif role == "assistant" and message.get("tool_calls"):
+            for call in message.get("tool_calls", []):
+                calls[call["id"]] = _call_text(
+                    call["function"]["name"], call["function"]["arguments"]
+                )
+        elif content and role in ("system", "user", "assistant"):
+            out.append({"role": role, "content": content})
+    return out
+
+
+def _call_text(name: str, arguments: str) -> str:
+    """`multiply(a=12, b=9)`: how a small model reads a call best."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return f"{name}({arguments})"
+    if not isinstance(parsed, dict):
+        return f"{name}({arguments})"
+    return f"{name}(" + ", ".join(f"{k}={json.dumps(v)}" for k, v in parsed.items()) + ")"
 
 
 def _render(message: Message, with_tools: bool) -> list[dict[str, str]]:
