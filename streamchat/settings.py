@@ -66,6 +66,8 @@ class Settings:
     upstream_read_timeout_seconds: float = 60.0
     upstream_max_retries: int = 2
     upstream_max_retry_wait_seconds: float = 20.0
+    # Each open stream holds one upstream connection; 0 is no limit (aiohttp's default is 100).
+    upstream_max_connections: int = 0
     app_url: str = "https://github.com/streamchat/streamchat"
     app_title: str = "streamchat"
     # The embedded local model.
@@ -107,7 +109,7 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
-        for name in ("max_tool_rounds", "upstream_max_retries"):
+        for name in ("max_tool_rounds", "upstream_max_retries", "upstream_max_connections"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
         if self.backend not in ("auto", "openrouter", "local"):

@@ -228,7 +228,8 @@ def create_app(
     app[TOOLS] = tools
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
             app[SESSION] = session
             # Loading a local model reads a large file: keep the loop free meanwhile.
             made = provider

@@ -115,6 +115,8 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.disconnected = asyncio.Event()
         self.disconnected_at: float | None = None
+        self.active = 0
+        self.most_active = 0  # the most replies in progress at once
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -145,6 +147,8 @@ class FakeUpstream:
             return web.Response(status=reply.status, text=body, headers=reply.headers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
         try:
             for action in reply:
                 match action:
@@ -160,5 +164,7 @@ class FakeUpstream:
             self.disconnected_at = time.monotonic()
             self.disconnected.set()
             raise
+        finally:
+            self.active -= 1
         await response.write_eof()
         return response

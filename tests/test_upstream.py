@@ -335,3 +335,21 @@ def test_parse_events_reads_our_own_frames() -> None:
     )
 
     assert parse_events(raw)[0]["content"] == "a"
+
+
+async def test_more_concurrent_streams_than_aiohttps_default_connection_limit(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    streams = 120  # aiohttp's connector allows 100 connections by default
+    upstream.add(*(paced(text_reply("a", "b"), 0.2) for _ in range(streams)))
+    url = client.make_url("/api/stream")
+
+    async def one(session: aiohttp.ClientSession, i: int) -> bytes:
+        async with session.post(url, json={"message": f"n{i}"}) as response:
+            return await response.read()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        bodies = await asyncio.gather(*(one(session, i) for i in range(streams)))
+
+    assert upstream.most_active == streams
+    assert all(body.count(b"event: completion") == 1 for body in bodies)
