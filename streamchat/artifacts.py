@@ -174,17 +174,20 @@ class ArtifactParser:
     def _complete(self, out: list[ParsedEvent], *, truncated: bool) -> None:
         started = self._open
         assert started is not None, "only an open artifact can complete"
-        out.append(
-            ArtifactCompleted(
-                artifact_id=started.artifact_id,
-                artifact_type=started.artifact_type,
-                title=started.title,
-                language=started.language,
-                content="".join(self._parts),
-                truncated=truncated,
-            )
-        )
+        out.append(completed(started, "".join(self._parts), truncated=truncated))
         self._open, self._parts, self._state = None, [], _State.PROSE
+
+
+def completed(started: ArtifactStarted, content: str, *, truncated: bool) -> ArtifactCompleted:
+    """The end of an artifact: what it started with, and the whole body."""
+    return ArtifactCompleted(
+        artifact_id=started.artifact_id,
+        artifact_type=started.artifact_type,
+        title=started.title,
+        language=started.language,
+        content=content,
+        truncated=truncated,
+    )
 
 
 def _starts_tag(buf: str, i: int) -> bool | None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from streamchat.artifact_ids import ArtifactIds
-from streamchat.artifacts import ParsedEvent
-from streamchat.events import ArtifactCompleted, ArtifactContent, ArtifactStarted, TextChunk
+from streamchat.artifacts import ParsedEvent, completed
+from streamchat.events import ArtifactContent, ArtifactStarted, TextChunk
 
 # A line with no newline within this many characters is not a fence line: a run-away line must not
 # hold back the rest of the reply, and what is held stays small enough to copy per token.
@@ -223,16 +223,7 @@ class FenceParser:
         fence = self._fence
         assert fence is not None, "only an open fence can complete"
         started = fence.started
-        out.add(
-            ArtifactCompleted(
-                artifact_id=started.artifact_id,
-                artifact_type=started.artifact_type,
-                title=started.title,
-                language=started.language,
-                content="".join(self._parts),
-                truncated=truncated,
-            )
-        )
+        out.add(completed(started, "".join(self._parts), truncated=truncated))
         self._fence, self._parts, self._newline = None, [], ""
         self._state = _State.LINE_START
 

@@ -15,6 +15,7 @@ from streamchat.providers.base import Provider
 from streamchat.settings import Settings
 from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
+from tests.chunking import CHUNK_SIZES
 from tests.fake_upstream import FakeUpstream
 
 # A missed injection fails fast instead of reaching a real network.
@@ -31,6 +32,13 @@ def make_settings(**overrides: Any) -> Settings:
         upstream_read_timeout_seconds=5.0,
     )
     return base.with_overrides(**overrides)
+
+
+@pytest.fixture(params=CHUNK_SIZES, ids=lambda size: f"chunk-{size or 'whole'}")
+def size(request: pytest.FixtureRequest) -> int | None:
+    """The chunk size a parser test is fed at (None: whole)."""
+    value: int | None = request.param
+    return value
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from streamchat.artifact_ids import ArtifactIds
 from streamchat.artifacts import ParsedEvent
 from streamchat.events import ArtifactCompleted, ArtifactContent, ArtifactStarted, TextChunk
 from streamchat.fences import MAX_FENCE_LINE, FenceParser
-
-CHUNK_SIZES = [1, 2, 3, 7, None]
+from tests import chunking
+from tests.chunking import completed, merged, texts
 
 HELLO = "Voilà, 日本 🚀:\n```python\ndef hello():\n    print('Héllo, 🚀 日本!')\n```\nRun it. é"
 HELLO_BODY = "def hello():\n    print('Héllo, 🚀 日本!')"
@@ -18,57 +18,12 @@ HELLO_BODY = "def hello():\n    print('Héllo, 🚀 日本!')"
 def feed_in_chunks(
     text: str, size: int | None, parser: FenceParser | None = None
 ) -> list[ParsedEvent]:
-    """Feed `text` in pieces of `size` (None: whole), flush, and merge adjacent pieces."""
-    parser = parser if parser is not None else FenceParser()
-    step = size or max(len(text), 1)
-    raw: list[ParsedEvent] = []
-    for i in range(0, len(text), step):
-        raw += parser.feed(text[i : i + step])
-    raw += parser.flush()
-    return merged(raw)
-
-
-def merged(raw: list[ParsedEvent]) -> list[ParsedEvent]:
-    """Merge adjacent TextChunks and adjacent deltas, checking the invariants on the way."""
-    events: list[ParsedEvent] = []
-    deltas: dict[str, list[str]] = {}
-    for event in raw:
-        match event:
-            case TextChunk(text=text):
-                assert text, "no empty TextChunk"
-                if events and isinstance(events[-1], TextChunk):
-                    event = TextChunk(events[-1].text + text)
-                    events.pop()
-            case ArtifactContent(artifact_id=artifact_id, content_delta=delta):
-                assert delta, "no empty delta"
-                deltas.setdefault(artifact_id, []).append(delta)
-                last = events[-1] if events else None
-                if isinstance(last, ArtifactContent) and last.artifact_id == artifact_id:
-                    event = ArtifactContent(artifact_id, last.content_delta + delta)
-                    events.pop()
-            case ArtifactCompleted(artifact_id=artifact_id, content=content):
-                assert "".join(deltas.pop(artifact_id, [])) == content
-        events.append(event)
-    return events
-
-
-def texts(events: list[ParsedEvent]) -> list[str]:
-    return [event.text for event in events if isinstance(event, TextChunk)]
-
-
-def completed(events: list[ParsedEvent]) -> list[ArtifactCompleted]:
-    return [event for event in events if isinstance(event, ArtifactCompleted)]
+    return chunking.feed_in_chunks(parser if parser is not None else FenceParser(), text, size)
 
 
 def only_artifact(text: str, size: int | None) -> ArtifactCompleted:
     (artifact,) = completed(feed_in_chunks(text, size))
     return artifact
-
-
-@pytest.fixture(params=CHUNK_SIZES, ids=lambda size: f"chunk-{size or 'whole'}")
-def size(request: pytest.FixtureRequest) -> int | None:
-    value: int | None = request.param
-    return value
 
 
 # --- the shape of the events ----------------------------------------------------------------
