@@ -166,8 +166,8 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
             events = convert_fences(events, ids)
         try:
             async with aclosing(encode_events(events, started)) as frames:
-                async for frame in frames:
-                    await writer.write(frame)
+                async for data in frames:
+                    await writer.write(data)
         except ConnectionResetError:
             log.info("client left conversation %s mid-stream", conversation_id)
         finally:

@@ -289,7 +289,7 @@ async def test_long_history_drops_the_oldest_turns_but_keeps_system_and_question
         ]
     history.append({"role": "user", "content": "the last question"})
     try:
-        deltas = [d async for d in provider.stream(ModelRequest("m", history))]
+        deltas = [d async for batch in provider.stream(ModelRequest("m", history)) for d in batch]
     finally:
         provider.close()
 

@@ -1,7 +1,9 @@
 """The `Provider` protocol and what it is given: OpenAI-shaped messages and a request.
 
 A provider has one job: `stream(request)` yields `TextChunk`s as they come, then the round's
-complete `ToolCall`s, then one `Finish`. It raises `UpstreamError` for anything that should
+complete `ToolCall`s, then one `Finish`. It yields them in batches: a batch is what came into
+being at one moment (the deltas of one upstream read), and becomes one write to the client,
+which costs far less than a write per token. It raises `UpstreamError` for anything that should
 reach the client as an `error` event with a code.
 """
 
@@ -56,4 +58,4 @@ class UpstreamError(Exception):
 class Provider(Protocol):
     name: str
 
-    def stream(self, request: ModelRequest) -> Stream[ModelDelta]: ...
+    def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]: ...

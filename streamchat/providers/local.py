@@ -80,7 +80,7 @@ class LocalProvider:
         if self._owns_engine and callable(close):
             close()
 
-    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+    async def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
@@ -93,11 +93,26 @@ class LocalProvider:
 
         loop.run_in_executor(self._executor, self._run_round, request, emit, stop)
         try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, UpstreamError):
-                    raise item
-                assert isinstance(item, TextChunk | ToolCall | Finish)
-                yield item
+            ended = False
+            while not ended:
+                # What the worker made while the loop was busy goes out as one batch.
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                batch: list[ModelDelta] = []
+                error: UpstreamError | None = None
+                for item in items:
+                    if isinstance(item, UpstreamError):
+                        error = item
+                    elif item is _END:
+                        ended = True
+                    else:
+                        assert isinstance(item, TextChunk | ToolCall | Finish)
+                        batch.append(item)
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
         finally:
             stop.set()  # the worker notices at its next token
 

@@ -152,28 +152,31 @@ class OpenAICompatProvider:
             "X-Title": settings.app_title,
         }
 
-    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+    async def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]:
         response = await self._open(request)
         finished = False
         try:
             assembler = RoundAssembler()
-            async with aclosing(self._events(response)) as events:
-                async for event in events:
-                    if event.data.strip() == "[DONE]":
+            done = False
+            async with aclosing(self._reads(response)) as reads:
+                async for events in reads:
+                    batch: list[ModelDelta] = []
+                    try:
+                        done = _assemble(events, assembler, batch)
+                    except UpstreamError:
+                        if batch:  # text that came before the error in the same read
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
+                    if done:
                         break
-                    text = assembler.feed(_json_object(event.data))
-                    if text is not None:
-                        yield text
-                else:
-                    if assembler.finish_reason is None:
-                        raise UpstreamError(
-                            "upstream_error",
-                            "The upstream stream ended before the reply was complete",
-                        )
-            for call in assembler.tool_calls():
-                yield call
+            if not done and assembler.finish_reason is None:
+                raise UpstreamError(
+                    "upstream_error", "The upstream stream ended before the reply was complete"
+                )
             finished = True
-            yield assembler.finish()
+            yield [*assembler.tool_calls(), assembler.finish()]
         finally:
             # close() drops the connection at once: that is what stops an abandoned generation
             # (and its billing). A finished response goes back to the pool instead.
@@ -237,13 +240,12 @@ class OpenAICompatProvider:
         # A wait longer than the cap is worse for the user than the error itself.
         return delay if delay <= self._settings.upstream_max_retry_wait_seconds else None
 
-    async def _events(self, response: aiohttp.ClientResponse) -> Stream[SSEEvent]:
+    async def _reads(self, response: aiohttp.ClientResponse) -> Stream[list[SSEEvent]]:
+        """The SSE events of each network read, together."""
         decoder = SSEDecoder()
         try:
             async for data in response.content.iter_any():
-                for item in decoder.feed(data):
-                    if isinstance(item, SSEEvent):
-                        yield item
+                yield [item for item in decoder.feed(data) if isinstance(item, SSEEvent)]
         except TimeoutError:
             raise UpstreamError(
                 "timeout",
@@ -254,9 +256,18 @@ class OpenAICompatProvider:
             raise UpstreamError(
                 "upstream_error", "The connection to the upstream dropped mid-stream"
             ) from None
-        for item in decoder.flush():
-            if isinstance(item, SSEEvent):
-                yield item
+        yield [item for item in decoder.flush() if isinstance(item, SSEEvent)]
+
+
+def _assemble(events: list[SSEEvent], assembler: RoundAssembler, batch: list[ModelDelta]) -> bool:
+    """Feed one read's events to the assembler, collecting text; True at `[DONE]`."""
+    for event in events:
+        if event.data.strip() == "[DONE]":
+            return True
+        text = assembler.feed(_json_object(event.data))
+        if text is not None:
+            batch.append(text)
+    return False
 
 
 def _json_object(data: str) -> dict[str, Any]:

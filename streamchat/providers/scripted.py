@@ -33,7 +33,7 @@ class ScriptedProvider:
         self._delay = delay_seconds
         self.requests: list[ModelRequest] = []
 
-    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+    async def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]:
         self.requests.append(request)
         if not self._rounds:
             raise UpstreamError("upstream_error", "The scripted provider has no round left")
@@ -43,4 +43,4 @@ class ScriptedProvider:
                 await asyncio.sleep(self._delay)
             if isinstance(item, UpstreamError):
                 raise item
-            yield item
+            yield [item]

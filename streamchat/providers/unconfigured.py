@@ -15,6 +15,6 @@ NO_KEY_MESSAGE = (
 class UnconfiguredProvider:
     name = "none"
 
-    async def stream(self, request: ModelRequest) -> Stream[ModelDelta]:
+    async def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]:
         raise UpstreamError("no_api_key", NO_KEY_MESSAGE)
         yield  # pragma: no cover - makes this an async generator
