@@ -50,6 +50,9 @@ class ArtifactParser:
         self._parts: list[str] = []  # the open artifact's deltas, joined once at the end
 
     def feed(self, text: str) -> list[ParsedEvent]:
+        if self._state is _State.PROSE and not self._held and "<" not in text:
+            # Most tokens: prose that cannot start a tag, so nothing to parse.
+            return [TextChunk(text)] if text else []
         out: list[ParsedEvent] = []
         # `_held` is short (a partial tag), so this concatenation stays cheap per token.
         buf, pos, need_more = self._held + text, 0, False

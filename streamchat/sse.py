@@ -66,13 +66,21 @@ class SSEDecoder:
             text = text[1:]
         self._pending_cr = text.endswith("\r")
         buffer = self._partial + text
-        out: list[SSEEvent | SSEComment] = []
-        start = 0
         # Only CR and LF end a line here; str.splitlines would also split on U+2028 and friends.
-        for match in _EOL.finditer(buffer):
-            out.extend(self._line(buffer[start : match.start()]))
-            start = match.end()
-        self._partial = buffer[start:]
+        lines = buffer.split("\n") if "\r" not in buffer else _EOL.split(buffer)
+        self._partial = lines.pop()
+        out: list[SSEEvent | SSEComment] = []
+        data = self._data
+        for line in lines:
+            # The common lines first, inline: this runs for every token of every stream.
+            if line.startswith("data: "):
+                data.append(line[6:])
+            elif line or not data:
+                out.extend(self._line(line))
+            else:
+                out.append(SSEEvent("\n".join(data), self._event or "message", self._id))
+                data.clear()
+                self._event = ""
         return out
 
     def _line(self, line: str) -> list[SSEEvent | SSEComment]:
@@ -95,5 +103,6 @@ class SSEDecoder:
             self._event = ""
             return []
         event = SSEEvent("\n".join(self._data), self._event or "message", self._id)
-        self._data, self._event = [], ""
+        self._data.clear()
+        self._event = ""
         return [event]
