@@ -136,17 +136,19 @@ async def _run_tool(tools: ToolRegistry, call: ToolCall) -> ToolCompleted | Tool
     return ToolCompleted(call.name, call.id, call.arguments, result, _ms_since(started))
 
 
-async def extract_artifacts(batches: Stream[list[Event]], ids: ArtifactIds) -> Stream[list[Event]]:
+# The two text stages return the parsing generator itself rather than wrapping it in one more:
+# every generator level is resumed once per token when the upstream sends one token per read.
+
+
+def extract_artifacts(batches: Stream[list[Event]], ids: ArtifactIds) -> Stream[list[Event]]:
     """`<artifact>` tags in the text become artifact events; the prose around them stays text."""
-    async for events in _parse_text(batches, ArtifactParser(ids)):
-        yield events
+    return _parse_text(batches, ArtifactParser(ids))
 
 
-async def convert_fences(batches: Stream[list[Event]], ids: ArtifactIds) -> Stream[list[Event]]:
+def convert_fences(batches: Stream[list[Event]], ids: ArtifactIds) -> Stream[list[Event]]:
     """Markdown code fences in the prose become artifact events (after `extract_artifacts`,
     so a fence inside an `<artifact>` body stays content)."""
-    async for events in _parse_text(batches, FenceParser(ids)):
-        yield events
+    return _parse_text(batches, FenceParser(ids))
 
 
 async def _parse_text(batches: Stream[list[Event]], parser: TextParser) -> Stream[list[Event]]:

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 import uuid
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import aiohttp
 from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
 from streamchat.providers.base import ModelRequest, Stream, UpstreamError
 from streamchat.settings import Settings
-from streamchat.sse import SSEDecoder, SSEEvent
+from streamchat.sse import SSEComment, SSEDecoder, SSEEvent
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +156,15 @@ class OpenAICompatProvider:
         finished = False
         try:
             assembler = RoundAssembler()
+            decoder = SSEDecoder()
             done = False
-            async with aclosing(self._reads(response)) as reads:
-                async for events in reads:
+            try:
+                # One batch per network read; the loop is inline (not a generator of its own)
+                # because it runs once per token of every stream.
+                async for data in response.content.iter_any():
                     batch: list[ModelDelta] = []
                     try:
-                        done = _assemble(events, assembler, batch)
+                        done = _assemble(decoder.feed(data), assembler, batch)
                     except UpstreamError:
                         if batch:  # text that came before the error in the same read
                             yield batch
@@ -171,6 +173,21 @@ class OpenAICompatProvider:
                         yield batch
                     if done:
                         break
+            except TimeoutError:
+                raise UpstreamError(
+                    "timeout",
+                    "The upstream sent nothing for "
+                    f"{self._settings.upstream_read_timeout_seconds:g} s and was given up on",
+                ) from None
+            except aiohttp.ClientError:
+                raise UpstreamError(
+                    "upstream_error", "The connection to the upstream dropped mid-stream"
+                ) from None
+            if not done:
+                tail: list[ModelDelta] = []
+                done = _assemble(decoder.flush(), assembler, tail)
+                if tail:
+                    yield tail
             if not done and assembler.finish_reason is None:
                 raise UpstreamError(
                     "upstream_error", "The upstream stream ended before the reply was complete"
@@ -240,28 +257,14 @@ class OpenAICompatProvider:
         # A wait longer than the cap is worse for the user than the error itself.
         return delay if delay <= self._settings.upstream_max_retry_wait_seconds else None
 
-    async def _reads(self, response: aiohttp.ClientResponse) -> Stream[list[SSEEvent]]:
-        """The SSE events of each network read, together."""
-        decoder = SSEDecoder()
-        try:
-            async for data in response.content.iter_any():
-                yield [item for item in decoder.feed(data) if isinstance(item, SSEEvent)]
-        except TimeoutError:
-            raise UpstreamError(
-                "timeout",
-                "The upstream sent nothing for "
-                f"{self._settings.upstream_read_timeout_seconds:g} s and was given up on",
-            ) from None
-        except aiohttp.ClientError:
-            raise UpstreamError(
-                "upstream_error", "The connection to the upstream dropped mid-stream"
-            ) from None
-        yield [item for item in decoder.flush() if isinstance(item, SSEEvent)]
 
-
-def _assemble(events: list[SSEEvent], assembler: RoundAssembler, batch: list[ModelDelta]) -> bool:
+def _assemble(
+    events: list[SSEEvent | SSEComment], assembler: RoundAssembler, batch: list[ModelDelta]
+) -> bool:
     """Feed one read's events to the assembler, collecting text; True at `[DONE]`."""
     for event in events:
+        if isinstance(event, SSEComment):
+            continue  # `: OPENROUTER PROCESSING` and other keep-alives
         if event.data.strip() == "[DONE]":
             return True
         text = assembler.feed(_json_object(event.data))
