@@ -135,11 +135,15 @@ class ConversationStore:
         """Drop idle conversations past the TTL, then the least recently used past the cap."""
         now = self._clock()
         excess = len(self._items) + room - self._max
-        for key in list(self._items):
-            conversation = self._items[key]
+        victims = []
+        # Oldest first; stop at the first one to keep (the rest were used more recently), so
+        # a request looks at a few entries, not the whole store.
+        for key, conversation in self._items.items():
             expired = now - conversation.last_used > self._ttl
             if conversation.users == 0 and (expired or excess > 0):
-                del self._items[key]
+                victims.append(key)
                 excess -= 1
             elif not expired and excess <= 0:
-                break  # the rest were used more recently
+                break
+        for key in victims:
+            del self._items[key]
