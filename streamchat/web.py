@@ -8,6 +8,7 @@ owns one `aiohttp.ClientSession` (made in `cleanup_ctx`) that every upstream cal
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -200,6 +201,16 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    """Leave what start-up built out of every later garbage collection.
+
+    Measured under 200 streams: a full collection walked every module and object made at
+    start-up and stopped the event loop for up to 82 ms, which is what every stream's p99 was.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -244,6 +255,7 @@ def create_app(
                     close()
 
     app.cleanup_ctx.append(client_session)
+    app.on_startup.append(_freeze_heap)
     conversation = "/{conversation_id}"
     app.router.add_post("/api/stream", stream_chat)
     app.router.add_delete("/conversation" + conversation, delete_conversation)

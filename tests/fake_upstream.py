@@ -42,8 +42,15 @@ class HttpError:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Silent:
+    """Take the request and send nothing at all, not even headers, for `seconds`."""
+
+    seconds: float
+
+
 Action = Send | Sleep | Drop
-Reply = Sequence[Action] | HttpError
+Reply = Sequence[Action] | HttpError | Silent
 
 
 def chunk(
@@ -142,6 +149,9 @@ class FakeUpstream:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
         reply = self.replies.pop(0) if self.replies else text_reply("(no scripted reply)")
+        if isinstance(reply, Silent):
+            await asyncio.sleep(reply.seconds)
+            return web.Response(status=504)
         if isinstance(reply, HttpError):
             body = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
             return web.Response(status=reply.status, text=body, headers=reply.headers)

@@ -20,6 +20,7 @@ from tests.fake_upstream import (
     FakeUpstream,
     HttpError,
     Send,
+    Silent,
     Sleep,
     chunk,
     paced,
@@ -213,11 +214,28 @@ async def test_stream_that_ends_without_finish_is_an_error(
 async def test_stalled_upstream_times_out(make_client: MakeClient, upstream: FakeUpstream) -> None:
     client = await make_client(upstream_read_timeout_seconds=0.3)
     upstream.add([Send(chunk({"content": "Hel"})), Sleep(5)])
+    started = time.monotonic()
 
     reply = await stream(client, "hi")
 
     assert reply.types == ["text", "error"]
     assert reply.events[-1]["code"] == "timeout"
+    assert 0.3 <= time.monotonic() - started < 2
+    assert await asyncio.wait_for(upstream.disconnected.wait(), 1)
+
+
+async def test_upstream_that_never_sends_headers_times_out(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = await make_client(upstream_read_timeout_seconds=0.3)
+    upstream.add(Silent(5))
+    started = time.monotonic()
+
+    reply = await stream(client, "hi")
+
+    assert reply.types == ["error"]
+    assert reply.events[0]["code"] == "timeout"
+    assert time.monotonic() - started < 2
 
 
 async def test_unreachable_upstream_is_reported(make_client: MakeClient) -> None:
