@@ -50,10 +50,16 @@ class ArtifactParser:
         self._parts: list[str] = []  # the open artifact's deltas, joined once at the end
 
     def feed(self, text: str) -> list[ParsedEvent]:
-        if self._state is _State.PROSE and not self._held and "<" not in text:
-            # Most tokens: prose that cannot start a tag, so nothing to parse.
-            return [TextChunk(text)] if text else []
-        out: list[ParsedEvent] = []
+        if not self._held and "<" not in text:
+            # Most tokens: nothing in them can start a tag, so nothing to parse.
+            if self._state is _State.PROSE:
+                return [TextChunk(text)] if text else []
+            if self._state is _State.BODY and not text.endswith(("\n", "\r")):
+                # (A final newline may be the one before `</artifact>`: that goes the long way.)
+                out: list[ParsedEvent] = []
+                self._add_content(out, text)
+                return out
+        out = []
         # `_held` is short (a partial tag), so this concatenation stays cheap per token.
         buf, pos, need_more = self._held + text, 0, False
         while not need_more:

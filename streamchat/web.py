@@ -155,7 +155,12 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
             "X-Conversation-Id": conversation_id,
         }
     )
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionResetError:
+        # The client left before the stream began: nothing to answer, nothing to report.
+        log.info("client left before the stream of conversation %s began", conversation_id)
+        return response
     async with (
         SSEWriter(response, app[PINGER]) as writer,
         app[STORE].use(conversation_id) as conversation,

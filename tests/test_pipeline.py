@@ -8,7 +8,15 @@ import time
 import pytest
 
 from streamchat.artifact_ids import ArtifactIds
-from streamchat.events import Completion, ErrorEvent, Event, TextChunk, event_type, to_wire
+from streamchat.events import (
+    ArtifactContent,
+    Completion,
+    ErrorEvent,
+    Event,
+    TextChunk,
+    event_type,
+    to_wire,
+)
 from streamchat.pipeline import _frame, encode_events, extract_artifacts
 from streamchat.providers.base import Stream
 from streamchat.sse import encode_frame
@@ -24,14 +32,14 @@ async def source(*batches: list[Event]) -> Stream[list[Event]]:
     "text",
     ["Hello", 'quote " and \\ backslash', "line\nbreak\r\ttab", "é 🚀 日本 \u2028 \x00 \x1f", ""],
 )
-def test_fast_text_frame_is_byte_for_byte_the_general_encoding(text: str) -> None:
+def test_fast_frames_are_byte_for_byte_the_general_encoding(text: str) -> None:
     started = time.perf_counter()
+    for event in (TextChunk(text), ArtifactContent(f"id-{text}", text)):
+        fast = _frame(event, 7, started)
 
-    fast = _frame(TextChunk(text), 7, started)
-
-    data = json.loads(fast.split(b"data: ", 1)[1])
-    general = encode_frame(7, "text", to_wire(TextChunk(text), 7, data["elapsedMs"]))
-    assert fast == general
+        data = json.loads(fast.split(b"data: ", 1)[1])
+        general = encode_frame(7, event_type(event), to_wire(event, 7, data["elapsedMs"]))
+        assert fast == general
 
 
 async def test_a_batch_becomes_one_write_and_numbering_runs_across_batches() -> None:
