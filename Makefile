@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format typecheck bench bench-local clean
+.PHONY: help install run test check lint format typecheck bench bench-quick bench-local clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,12 @@ typecheck: install ## mypy --strict over the package, the tests and app.py
 	$(VENV)/bin/mypy
 
 check: lint typecheck test ## lint, types and tests: what must be green before a commit
+
+bench: install ## streamchat against the floor, the Vercel AI SDK and LiteLLM (run bench/setup once; ~11 min)
+	$(PY) bench/run.py
+
+bench-quick: install ## the benchmark at a few seconds per scenario: does the harness still work?
+	$(PY) bench/run.py --quick
 
 bench-local: install ## the embedded model through streamchat against llama-cpp-python directly
 	$(PY) bench/local_model.py

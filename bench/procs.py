@@ -1,0 +1,396 @@
+"""The processes of a benchmark run: the fake upstream, the servers under test, and what /proc
+says about them (CPU seconds and resident memory, summed over a process and its children).
+
+Every process is started here in its own session, pinned with `taskset`, with its output in
+`bench/out/logs/`, and stopped by its own process-group id when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadclient import HOST, Target
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+LOGS = OUT / "logs"
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+LITELLM = BENCH / ".peers" / "litellm-venv" / "bin" / "litellm"
+VERCEL = BENCH / "peers" / "vercel"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+
+
+def git_state() -> str:
+    """The commit measured, and which tracked files differed from it (the tree is measured)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    files = [line[3:] for line in changed if line.strip()]
+    if not files:
+        return f"commit {head}, clean tree"
+    return f"commit {head} plus uncommitted changes to " + ", ".join(f"`{f}`" for f in files)
+
+
+def snapshot_streamchat() -> Path:
+    """A copy of streamchat's code as it is now, for the whole run to measure one version.
+
+    The owners may commit while a run goes on, and a server restarted mid-run (the scale
+    scenario restarts every server) would otherwise load newer code than the trials before it.
+    `python app.py` in the copy imports the copied package: the script's folder comes first on
+    sys.path, ahead of the editable install's finder.
+    """
+    dest = OUT / f"snapshot-{os.getpid()}"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copytree(
+        ROOT / "streamchat", dest / "streamchat", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy2(ROOT / "app.py", dest / "app.py")
+    return dest
+
+
+def pinned(argv: list[str], core: str | None) -> list[str]:
+    if core is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", core, *argv]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (bounded)."""
+    pids, i = [pid], 0
+    while i < len(pids) and len(pids) < 512:
+        current = pids[i]
+        i += 1
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree (all threads), from /proc/<pid>/stat."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                raw = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process tree, from /proc/<pid>/status."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, port: int, path: str, body: Any = None, timeout: float = 5.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace)
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    log.write(f"\n=== {time.strftime('%H:%M:%S')} in {cwd}: {' '.join(argv)}\n".encode())
+    log.flush()
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+class Upstream:
+    """bench/upstream.py in its own process, pinned to the load core."""
+
+    def __init__(self, core: str | None) -> None:
+        self.core = core
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [str(VENV_PY), str(BENCH / "upstream.py"), "--port", str(self.port)]
+        self.proc = _spawn("upstream", pinned(argv, self.core), dict(os.environ), BENCH)
+        _wait_ready(self.proc, self.port, "/health", 20.0)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def base(self, prefix: str = "/v1") -> str:
+        return f"http://{HOST}:{self.port}{prefix}"
+
+    def configure(self, **config: Any) -> None:
+        http("POST", self.port, "/_bench/config", config)
+
+    def reset(self) -> None:
+        http("POST", self.port, "/_bench/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = http("GET", self.port, "/_bench/stats")
+        return result
+
+    def target(self) -> Target:
+        return Target("upstream (direct)", self.port, "/v1/chat/completions", "openai")
+
+
+@dataclass
+class Server:
+    """A server under test: how to start it and how to ask it for a stream."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    health: str
+    path: str
+    style: str
+    headers: tuple[tuple[str, str], ...] = ()
+    startup_timeout: float = 30.0
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    skipped: str | None = None  # why this server is left out of the run
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def target(self) -> Target:
+        return Target(self.name, self.port, self.path, self.style, self.headers)
+
+    def start(self, core: str | None) -> None:
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        self.proc = _spawn(self.name, pinned(argv, core), self.env, self.cwd)
+        _wait_ready(self.proc, self.port, self.health, self.startup_timeout)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    def restart(self, core: str | None) -> None:
+        self.stop()
+        self.start(core)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with code {proc.returncode} during start-up (see log)")
+        try:
+            http("GET", port, path, timeout=2.0)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout:.0f} s: {last}")
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "LITELLM_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def build_servers(upstream: Upstream, wanted: list[str], streamchat_dir: Path) -> list[Server]:
+    """streamchat, the floor, and the peers that bench/setup installed (or why they are missing)."""
+    servers: list[Server] = []
+    env = _base_env()
+    env.update(
+        OPENROUTER_API_KEY="bench-key",
+        OPENROUTER_BASE_URL=upstream.base("/api/v1"),
+        DEFAULT_MODEL="bench/model",
+    )
+    servers.append(
+        Server(
+            "streamchat",
+            [str(VENV_PY), "app.py", "--host", HOST, "--port", "{port}"],
+            env,
+            streamchat_dir,
+            "/health",
+            "/api/stream",
+            "streamchat",
+        )
+    )
+    servers.append(
+        Server(
+            "floor",
+            [
+                str(VENV_PY),
+                str(BENCH / "floor.py"),
+                "--port",
+                "{port}",
+                "--upstream",
+                upstream.base(),
+            ],
+            _base_env(),
+            BENCH,
+            "/health",
+            "/api/stream",
+            "streamchat",
+        )
+    )
+    vercel_env = _base_env()
+    vercel_env.update(OPENROUTER_BASE_URL=upstream.base(), OPENROUTER_API_KEY="bench-key")
+    vercel = Server(
+        "vercel-ai-sdk",
+        ["node", str(VERCEL / "server.mjs")],
+        vercel_env,
+        VERCEL,
+        "/health",
+        "/api/stream",
+        "streamchat",
+    )
+    vercel.env["PORT"] = str(vercel.port)
+    vercel.env["HOST"] = HOST
+    if shutil.which("node") is None:
+        vercel.skipped = "node is not installed"
+    elif not (VERCEL / "node_modules" / "ai").is_dir():
+        vercel.skipped = "not installed: run bench/setup (npm install in bench/peers/vercel)"
+    servers.append(vercel)
+
+    key = "sk-bench-" + secrets.token_hex(24)
+    litellm_env = _base_env()
+    litellm_env.update(
+        BENCH_UPSTREAM_BASE=upstream.base(),
+        LITELLM_MASTER_KEY=key,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_TELEMETRY="False",
+    )
+    litellm = Server(
+        "litellm-proxy",
+        [
+            str(LITELLM),
+            "--config",
+            str(BENCH / "peers/litellm/config.yaml"),
+            "--host",
+            HOST,
+            "--port",
+            "{port}",
+        ],
+        litellm_env,
+        BENCH / "peers" / "litellm",
+        "/health/liveliness",
+        "/v1/chat/completions",
+        "openai",
+        (("Authorization", f"Bearer {key}"),),
+        startup_timeout=90.0,
+    )
+    if not LITELLM.exists():
+        litellm.skipped = "not installed: run bench/setup (litellm[proxy] in bench/.peers)"
+    servers.append(litellm)
+    return [s for s in servers if not wanted or s.name in wanted]
+
+
+def versions() -> dict[str, str]:
+    """What the run compared: the peers' versions, as installed."""
+    found: dict[str, str] = {"python": sys.version.split()[0]}
+    for name, path in (
+        ("ai", VERCEL / "node_modules" / "ai" / "package.json"),
+        (
+            "@ai-sdk/openai-compatible",
+            VERCEL / "node_modules/@ai-sdk/openai-compatible/package.json",
+        ),
+    ):
+        with contextlib.suppress(OSError, ValueError):
+            found[name] = json.loads(path.read_text())["version"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    dist = BENCH / ".peers" / "litellm-venv" / "lib"
+    for meta in dist.glob("python*/site-packages/litellm-*.dist-info/METADATA"):
+        for line in meta.read_text().splitlines():
+            if line.startswith("Version:"):
+                found["litellm"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [str(VENV_PY), "-c", "import aiohttp; print(aiohttp.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        found["aiohttp"] = out.stdout.strip()
+    return found

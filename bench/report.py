@@ -1,0 +1,351 @@
+"""The report: the tables of RESULTS.md, from a `Report` (what one run measured, saved as JSON).
+
+Every figure is a median over the repeats of a scenario; ratios are to the floor (or, for
+streamchat's features, to its own plain text). `python bench/run.py --from-json FILE` re-renders
+a saved run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profile_report import profile_section
+from scenarios import Plan
+
+FLOOR = "floor"
+X = "\u00d7"  # the ratio sign, kept out of the source as ruff asks
+DASH = "\u2013"  # a missing figure
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def brief(result: dict[str, Any]) -> str:
+    parts = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:.3g}")
+        elif isinstance(value, int):
+            parts.append(f"{key}={value}")
+        elif key == "failed":
+            parts.append(f"FAILED {value}")
+    return " ".join(parts[:8])
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return DASH
+    if abs(value) >= 1000 and digits <= 1:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def ratio(value: float | None, floor: float | None) -> str:
+    if value is None or not floor:
+        return DASH
+    return f"{value / floor:.2f}{X}"
+
+
+def med(rows: list[dict[str, Any]], key: str) -> float | None:
+    return median([r.get(key) for r in rows if "failed" not in r])
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "memory": _meminfo(),
+    }
+
+
+def _meminfo() -> str:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    return "unknown"
+
+
+@dataclass
+class Report:
+    """Everything the report says, as saved in bench/out/RESULTS.json (re-render: --from-json)."""
+
+    plan: Plan
+    results: dict[str, Any]
+    profile: dict[str, Any] | None
+    notes: list[str]
+    servers: dict[str, str | None]  # name -> why it was left out (None: it ran)
+    pinning: bool
+    command: str
+    started: str
+    seconds: float
+    git: str
+    machine: dict[str, str]
+    versions: dict[str, str]
+
+    @classmethod
+    def load(cls, path: Path) -> Report:
+        raw = json.loads(path.read_text())
+        raw["plan"] = Plan(**raw["plan"])
+        return cls(**raw)
+
+
+def report(data: Report) -> str:
+    plan, res, info, ver = data.plan, data.results, data.machine, data.versions
+    names = [n for n, why in data.servers.items() if why is None]
+    names += [n for n, why in data.servers.items() if why is not None]
+    lines = [
+        "# streamchat benchmark results",
+        "",
+        f"- date: {data.started} (took {data.seconds / 60:.1f} min)",
+        f"- command: `{data.command}`",
+        f"- streamchat: {data.git}",
+        f"- machine: {info['nproc']} cores, {info['cpu']}, {info['memory']}, "
+        f"Linux {info['kernel']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
+        "- pinning: "
+        + (
+            "server under test on core 0 (`taskset -c 0`); upstream, load client and profiler "
+            "on core 1"
+            if data.pinning
+            else "none (fewer than 2 cores)"
+        ),
+        f"- repeats: {plan.reps} (throughput), {plan.lat_reps} (latency), {plan.scale_reps} "
+        f"(scale), {plan.feature_reps} (features), {plan.abort_reps} (abort); servers alternate "
+        "within each repeat; figures are medians over the repeats",
+        "- the machine is shared and noisy: treat figures as provisional, compare ratios",
+        "",
+    ]
+    skipped = {n: why for n, why in data.servers.items() if why is not None}
+    for name, why in skipped.items():
+        lines.append(f"- **{name} left out**: {why}")
+    for note in data.notes:
+        lines.append(f"- note: {note}")
+    if skipped or data.notes:
+        lines.append("")
+    floor_tp = res["throughput"].get("text", {}).get(FLOOR, [])
+    if res["throughput"]:
+        lines += [
+            f"## 1. Throughput: {plan.tp_clients} clients, back-to-back {plan.tp_tokens}-token "
+            f"streams, unpaced upstream, {plan.tp_seconds:g} s per trial",
+            "",
+            f"| server | events/s | {X} floor | CPU ms / 1k events | {X} floor | server CPU "
+            "| core-1 load | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        f_eps, f_cpu = med(floor_tp, "events_per_s"), med(floor_tp, "cpu_ms_per_1k")
+        for name in names:
+            rows = res["throughput"].get("text", {}).get(name)
+            if not rows:
+                continue
+            eps, cpu = med(rows, "events_per_s"), med(rows, "cpu_ms_per_1k")
+            lines.append(
+                f"| {name} | {fmt(eps, 0)} | {ratio(eps, f_eps)} | {fmt(cpu, 1)} | "
+                f"{ratio(cpu, f_cpu)} | {fmt(_pc(med(rows, 'server_cpu_util')), 0)}% | "
+                f"{fmt(_pc(med(rows, 'core1_util')), 0)}% | "
+                f"{sum(r.get('errors', 0) for r in rows)} |"
+            )
+        lines += [
+            "",
+            "An event is one SSE frame (`\\n\\n`); every server sends about one frame per token "
+            "plus a few per stream (streamchat 501, floor 501, Vercel ~506, LiteLLM ~502). "
+            "Core-1 load is the upstream plus the load client: well under 100% means the server "
+            "under test, not the load, was the limit.",
+            "",
+        ]
+    if res["latency"]:
+        lines += _latency_table(data, names)
+    if res["scale"]:
+        lines += _scale_table(data, names)
+    if res["features"]:
+        lines += _features_table(data)
+    if res["abort"]:
+        lines += _abort_table(data, names)
+    if data.profile is not None:
+        lines += profile_section(data.profile)
+    lines += _raw_section(data)
+    return "\n".join(lines) + "\n"
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _pc(value: float | None) -> float | None:
+    return None if value is None else value * 100
+
+
+def _latency_table(data: Report, names: list[str]) -> list[str]:
+    plan, res = data.plan, data.results["latency"]
+    lines = [
+        f"## 2. Added latency: upstream paced at {plan.lat_pace_ms:g} ms per token",
+        "",
+        "TTFB: request sent → first token read by the client. Token delay: the upstream's write "
+        "of a token → the client's read of it (the token carries its send time). *Added* is the "
+        "server's figure minus the same figure taken straight from the upstream (first row).",
+        "",
+        "| server | streams | TTFB p50 | TTFB p99 | added p50 | added p99 | token delay p50 | "
+        "p99 | added p50 | added p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (("c1", "1"), ("c200", str(plan.lat200_clients))):
+        table = res.get(key, {})
+        base = table.get("upstream (direct)", [])
+        b = {k: med(base, k) for k in ("ttfb_p50", "ttfb_p99", "delay_p50", "delay_p99")}
+        for name in ["upstream (direct)", *names]:
+            rows = table.get(name)
+            if not rows:
+                continue
+            m = {k: med(rows, k) for k in b}
+            added = {k: _minus(m[k], b[k]) for k in b}
+            direct = name == "upstream (direct)"
+            lines.append(
+                f"| {name} | {label} | {fmt(m['ttfb_p50'], 2)} ms | {fmt(m['ttfb_p99'], 2)} ms | "
+                + (
+                    f"{DASH} | {DASH} | "
+                    if direct
+                    else f"{fmt(added['ttfb_p50'], 2)} | {fmt(added['ttfb_p99'], 2)} | "
+                )
+                + f"{fmt(m['delay_p50'], 2)} ms | {fmt(m['delay_p99'], 2)} ms | "
+                + (
+                    f"{DASH} | {DASH} | "
+                    if direct
+                    else f"{fmt(added['delay_p50'], 2)} | {fmt(added['delay_p99'], 2)} | "
+                )
+                + f"{sum(r.get('errors', 0) for r in rows if 'failed' not in r)} |"
+            )
+    lines += [
+        "",
+        f"1 stream: {plan.lat1_tokens}-token replies back to back; {plan.lat200_clients} streams: "
+        f"{plan.lat200_tokens}-token replies back to back, starts spread over one reply's length; "
+        f"{plan.lat1_seconds:g} s / {plan.lat200_seconds:g} s measured per trial.",
+        "",
+    ]
+    return lines
+
+
+def _scale_table(data: Report, names: list[str]) -> list[str]:
+    plan, res = data.plan, data.results["scale"].get("open", {})
+    floor = res.get(FLOOR, [])
+    f_kib = med(floor, "kib_per_stream")
+    lines = [
+        f"## 3. Scale: {plan.scale_streams} streams open at once (upstream: one token per "
+        f"{plan.scale_pace_ms / 1000:g} s)",
+        "",
+        "| server | open | streaming | errors | ramp s | RSS idle MiB | RSS all open MiB | KiB / "
+        f"open stream | {X} floor | upstream requests open | dropped ≤1 s after close | "
+        "dropped ≤5 s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        rows = res.get(name)
+        if not rows:
+            continue
+        kib = med(rows, "kib_per_stream")
+        base, peak = med(rows, "rss_base_kib"), med(rows, "rss_open_kib")
+        lines.append(
+            f"| {name} | {fmt(med(rows, 'open'), 0)} | {fmt(med(rows, 'streaming'), 0)} | "
+            f"{fmt(med(rows, 'errors'), 0)} | "
+            f"{fmt(med(rows, 'ramp_s'), 1)} | {fmt(base / 1024 if base else None, 0)} | "
+            f"{fmt(peak / 1024 if peak else None, 0)} | {fmt(kib, 1)} | {ratio(kib, f_kib)} | "
+            f"{fmt(med(rows, 'upstream_open'), 0)} | {fmt(med(rows, 'upstream_aborted_1s'), 0)} | "
+            f"{fmt(med(rows, 'upstream_aborted'), 0)} |"
+        )
+    lines += [
+        "",
+        "Open: client requests accepted and still in flight when memory was read; streaming: "
+        f"clients that had their first token within {plan.scale_deadline:g} s; errors: the "
+        "other clients (refused, failed, or still waiting for a first token). RSS is VmRSS of a "
+        "fresh server process after 3 warm-up requests, then 1.5 s after the ramp; KiB per open "
+        "stream divides the growth by *open*. The last three columns: how many requests the "
+        "upstream had open, and how many of them it saw dropped within 1 s and within 5 s of "
+        "every client closing at once.",
+        "",
+    ]
+    return lines
+
+
+def _features_table(data: Report) -> list[str]:
+    res = data.results["features"]
+    text = med(res.get("text", []), "cpu_ms_per_1k")
+    lines = [
+        "## 4. streamchat: tools and artifacts (same load as scenario 1)",
+        "",
+        f"| reply | events/s | CPU ms / 1k events | {X} plain text |",
+        "|---|---:|---:|---:|",
+    ]
+    labels = {
+        "text": "plain text (500 tokens)",
+        "tools": "tool round trip: `add` call, then 500 tokens (2 upstream calls)",
+        "artifact": "artifact-heavy: an `<artifact>` spanning ~490 of 500 tokens",
+    }
+    for mode in ("text", "tools", "artifact"):
+        rows = res.get(mode)
+        if not rows:
+            continue
+        cpu = med(rows, "cpu_ms_per_1k")
+        lines.append(
+            f"| {labels[mode]} | {fmt(med(rows, 'events_per_s'), 0)} | {fmt(cpu, 1)} | "
+            f"{ratio(cpu, text)} |"
+        )
+    return [*lines, ""]
+
+
+def _abort_table(data: Report, names: list[str]) -> list[str]:
+    plan, res = data.plan, data.results["abort"].get("leave", {})
+    lines = [
+        f"## 5. Abort: {plan.abort_clients} clients leave mid-stream (after 5-30 frames; "
+        "upstream paced at 20 ms)",
+        "",
+        "| server | clients left | upstream saw the drop (in 3 s) | within 1 s | p50 ms | p99 ms | "
+        "max ms | still open after 3 s | finished anyway |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        rows = [r for r in res.get(name, []) if "failed" not in r]
+        if not rows:
+            continue
+        left = sum(r["left"] for r in rows)
+        seen = sum(r["upstream_aborted"] for r in rows)
+        within = sum(r["within_1s"] for r in rows)
+        lines.append(
+            f"| {name} | {left} | {seen} | {within}/{left} | {fmt(med(rows, 'p50_ms'), 1)} | "
+            f"{fmt(med(rows, 'p99_ms'), 1)} | {fmt(max((r['max_ms'] or 0) for r in rows), 1)} | "
+            f"{sum(r['upstream_still_open'] for r in rows)} | "
+            f"{sum(r['upstream_completed'] for r in rows)} |"
+        )
+    lines += [
+        "",
+        "Time from the client's close (FIN, as a browser tab does) to the upstream noticing its "
+        "connection drop. The target: every upstream stream aborted within a second.",
+        "",
+    ]
+    return lines
+
+
+def _raw_section(data: Report) -> list[str]:
+    lines = ["## Raw figures per trial", "", "<details><summary>every trial</summary>", ""]
+    for scenario, tables in data.results.items():
+        for key, table in tables.items():
+            rows = table.items() if isinstance(table, dict) else [(key, table)]
+            for name, trials in rows:
+                for i, trial in enumerate(trials):
+                    lines.append(f"- {scenario}/{key} {name} #{i + 1}: {brief(trial)}")
+    lines += ["", "</details>", ""]
+    return lines

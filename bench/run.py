@@ -1,0 +1,446 @@
+"""The streamchat benchmark: streamchat, the floor and its peers on one fast fake upstream.
+
+    .venv/bin/python bench/run.py            # the full run, about 10 minutes
+    .venv/bin/python bench/run.py --quick    # a few seconds per scenario, for smoke tests
+
+The server under test runs on core 0 (`taskset -c 0`); the fake upstream (bench/upstream.py), this
+load client and the profiler share core 1. Every server stays up for the whole run and the trials
+alternate between them, repeated, so that a noisy moment on the machine hits every server alike;
+the report quotes medians over the repeats and ratios to the floor (bench/floor.py). Scenarios:
+
+1. throughput: 32 clients doing back-to-back 500-token streams (unpaced upstream) for a fixed
+   time: events/s, and server CPU ms per 1,000 events (/proc/<pid>/stat before and after).
+2. latency: upstream paced at 20 ms per token, 1 and 200 concurrent streams: time to first token
+   and per-token delay (upstream write -> client read), p50 and p99, minus the same figures taken
+   straight from the upstream.
+3. scale: 1,000 streams open at once on a slow upstream: RSS growth per open stream (VmRSS,
+   fresh server, baseline vs all open), errors, and how fast the upstream sees them all go.
+4. streamchat features: tool round trip and artifact-heavy replies, CPU per event relative to
+   streamchat's own plain text.
+5. abort: clients that leave mid-stream: time until the upstream sees its request dropped.
+
+Then a py-spy profile of streamchat under scenario 1. Results: printed, and written to
+bench/RESULTS.md (every figure in bench/out/RESULTS.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import fcntl
+import functools
+import gc
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadclient import Load
+from procs import (
+    BENCH,
+    LOAD_CORE,
+    OUT,
+    SERVER_CORE,
+    VENV_PY,
+    Server,
+    Upstream,
+    build_servers,
+    cpu_seconds,
+    git_state,
+    snapshot_streamchat,
+    versions,
+)
+from profile_report import summarize_profile
+from report import Report, brief, machine, report
+from scenarios import (
+    QUICK,
+    Plan,
+    _latency_of,
+    abort_trial,
+    scale_trial,
+    throughput_trial,
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def smoke(server: Server, upstream: Upstream) -> str | None:
+    """One short stream; None when the server answers as it should, else what went wrong."""
+    upstream.configure(mode="text", tokens=5, pace_ms=0, stamp=False)
+    load = Load(server.target)
+    try:
+        conn = await load.connect()
+        ex = await asyncio.wait_for(conn.send(server.target.request(load.tag())), 30)
+    except (OSError, TimeoutError) as exc:
+        return f"no reply: {type(exc).__name__} {exc}"
+    finally:
+        load.close_all()
+    if ex.error:
+        return f"bad reply: {ex.error}"
+    if ex.t_first is None or ex.frames < 5:
+        return f"reply without the tokens (frames={ex.frames})"
+    return None
+
+
+class Run:
+    def __init__(self, plan: Plan, args: argparse.Namespace) -> None:
+        self.plan = plan
+        self.args = args
+        self.pinning = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+        self.server_core = SERVER_CORE if self.pinning else None
+        self.load_core = LOAD_CORE if self.pinning else None
+        self.upstream = Upstream(self.load_core)
+        self.servers: list[Server] = []
+        self.results: dict[str, Any] = {
+            "throughput": {},
+            "latency": {},
+            "scale": {},
+            "features": {},
+            "abort": {},
+        }
+        self.notes: list[str] = []
+        self.profile: dict[str, Any] | None = None
+        self.restarts: dict[str, int] = {}
+        self.code = "unknown"
+        self.snapshot: Path | None = None
+
+    def live(self) -> list[Server]:
+        return [s for s in self.servers if s.skipped is None]
+
+    async def start(self) -> None:
+        if self.pinning:
+            os.sched_setaffinity(0, {int(LOAD_CORE)})
+        else:
+            self.notes.append("Fewer than 2 cores (or no taskset): nothing was pinned.")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        self.code = git_state()
+        self.snapshot = snapshot_streamchat()
+        log(f"streamchat: {self.code}; running a copy in {self.snapshot.relative_to(BENCH)}")
+        self.upstream.start()
+        log(f"upstream on port {self.upstream.port} (pid {self.upstream.pid})")
+        self.servers = build_servers(self.upstream, self.args.servers, self.snapshot)
+        for server in self.servers:
+            if server.skipped:
+                log(f"{server.name}: skipped: {server.skipped}")
+                continue
+            try:
+                server.start(self.server_core)
+            except (RuntimeError, OSError) as exc:
+                server.skipped = f"did not start: {exc}"
+                log(f"{server.name}: {server.skipped}")
+                server.stop()
+                continue
+            problem = await smoke(server, self.upstream)
+            if problem:
+                server.skipped = f"failed the smoke test: {problem}"
+                log(f"{server.name}: {server.skipped}")
+                server.stop()
+            else:
+                log(f"{server.name}: up on port {server.port} (pid {server.pid})")
+        await asyncio.sleep(2.0)
+        for server in self.live():  # a server that burns CPU while idle steals from the others
+            c0 = cpu_seconds(server.pid)
+            await asyncio.sleep(1.0)
+            idle = cpu_seconds(server.pid) - c0
+            if idle > 0.02:
+                self.notes.append(f"{server.name} used {idle * 100:.0f}% of a core while idle.")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.upstream.stop()
+        if self.snapshot is not None:
+            shutil.rmtree(self.snapshot, ignore_errors=True)
+
+    def wants(self, scenario: str) -> bool:
+        return not self.args.scenarios or scenario in self.args.scenarios
+
+    async def each(
+        self,
+        scenario: str,
+        key: str,
+        reps: int,
+        trial: Callable[[Server], Coroutine[Any, Any, dict[str, Any]]],
+        servers: list[Server] | None = None,
+    ) -> None:
+        """Every server in turn, `reps` times over, results kept per server."""
+        table = self.results[scenario].setdefault(key, {})
+        for rep in range(reps):
+            for server in servers if servers is not None else self.live():
+                if server.skipped or not self.ensure_alive(server, scenario):
+                    continue
+                result = await self.trial(server, scenario, trial)
+                table.setdefault(server.name, []).append(result)
+                log(f"  {scenario}/{key} rep {rep + 1} {server.name}: {brief(result)}")
+                await asyncio.sleep(0.5)
+
+    def ensure_alive(self, server: Server, scenario: str) -> bool:
+        """A server that died (or was killed from outside) is restarted, at most twice."""
+        if not server.argv or (server.proc is not None and server.proc.poll() is None):
+            return True
+        code = server.proc.returncode if server.proc is not None else None
+        self.restarts[server.name] = self.restarts.get(server.name, 0) + 1
+        if self.restarts[server.name] > 2:
+            server.skipped = f"exited (code {code}) during {scenario}, after 2 restarts"
+            return False
+        self.notes.append(
+            f"{server.name} was found dead (exit code {code}) before a {scenario} trial and "
+            "restarted; see its log in bench/out/logs/."
+        )
+        log(f"  {server.name} is gone (exit code {code}): restarting")
+        try:
+            server.restart(self.server_core)
+        except (RuntimeError, OSError) as exc:
+            server.skipped = f"did not restart during {scenario}: {exc}"
+            return False
+        return True
+
+    async def trial(
+        self,
+        server: Server,
+        scenario: str,
+        trial: Callable[[Server], Coroutine[Any, Any, dict[str, Any]]],
+    ) -> dict[str, Any]:
+        try:
+            result = await trial(server)
+        except Exception as exc:  # a peer that falls over must not stop the run
+            log(f"  {scenario} {server.name}: failed: {type(exc).__name__}: {exc}")
+            result = {"failed": f"{type(exc).__name__}: {exc}"}
+        if server.proc is not None and server.proc.poll() is not None:
+            code = server.proc.returncode
+            result = {"failed": f"the server exited during the trial (code {code})"}
+        return result
+
+    async def run(self) -> None:
+        plan, up = self.plan, self.upstream
+        if self.wants("throughput"):
+            log("1. throughput")
+            up.configure(mode="text", tokens=plan.tp_tokens, pace_ms=0, stamp=False)
+            await self.each(
+                "throughput",
+                "text",
+                plan.reps,
+                lambda s: throughput_trial(s.target, s.pid, up, plan),
+            )
+        if self.wants("latency"):
+            log("2. added latency")
+            direct = Server("upstream (direct)", [], {}, BENCH, "", "", "openai")
+            direct.port = up.port
+            direct.path = "/v1/chat/completions"
+            targets: list[Server] = [direct, *self.live()]
+            for key, clients, tokens, seconds in (
+                ("c1", 1, plan.lat1_tokens, plan.lat1_seconds),
+                ("c200", plan.lat200_clients, plan.lat200_tokens, plan.lat200_seconds),
+            ):
+                await self.each(
+                    "latency",
+                    key,
+                    plan.lat_reps,
+                    functools.partial(_latency_of, up, plan, clients, tokens, seconds),
+                    targets,
+                )
+        if self.wants("scale"):
+            log(f"3. scale: {plan.scale_streams} open streams")
+            await self.each(
+                "scale",
+                "open",
+                plan.scale_reps,
+                lambda s: scale_trial(s, up, plan, self.server_core),
+            )
+        if self.wants("features"):
+            log("4. streamchat: tools and artifacts")
+            streamchat = [s for s in self.live() if s.name == "streamchat"]
+            for rep in range(plan.feature_reps):
+                for mode in ("text", "tools", "artifact"):
+                    if not streamchat:
+                        break
+                    server = streamchat[0]
+                    if server.skipped or not self.ensure_alive(server, "features"):
+                        break
+                    up.configure(mode=mode, tokens=plan.tp_tokens, pace_ms=0, stamp=False)
+                    result = await self.trial(
+                        server,
+                        "features",
+                        lambda s: throughput_trial(s.target, s.pid, up, plan),
+                    )
+                    self.results["features"].setdefault(mode, []).append(result)
+                    log(f"  features/{mode} rep {rep + 1}: {brief(result)}")
+                    await asyncio.sleep(0.5)
+            up.configure(mode="text")
+        if self.wants("abort"):
+            log("5. abort")
+            await self.each(
+                "abort", "leave", plan.abort_reps, lambda s: abort_trial(s.target, up, plan)
+            )
+        if self.wants("profile") and not self.args.no_profile:
+            await self.run_profile()
+
+    async def run_profile(self) -> None:
+        streamchat = next((s for s in self.live() if s.name == "streamchat"), None)
+        pyspy = VENV_PY.parent / "py-spy"
+        if streamchat is None or not self.ensure_alive(streamchat, "profile"):
+            return
+        if not pyspy.exists():
+            self.notes.append("No profile: py-spy is not installed (run bench/setup).")
+            return
+        log("profile: py-spy on streamchat under the throughput load")
+        self.upstream.configure(mode="text", tokens=self.plan.tp_tokens, pace_ms=0, stamp=False)
+        OUT.mkdir(exist_ok=True)
+        raw = OUT / "profile-streamchat.txt"
+        plan = self.plan
+        load_task = asyncio.create_task(
+            throughput_trial(
+                streamchat.target,
+                streamchat.pid,
+                self.upstream,
+                Plan(
+                    **{**asdict(plan), "tp_warmup": 1.0, "tp_seconds": plan.profile_seconds + 1.5}
+                ),
+            )
+        )
+        await asyncio.sleep(1.5)
+        argv = [
+            str(pyspy),
+            "record",
+            "--pid",
+            str(streamchat.pid),
+            "--duration",
+            str(int(plan.profile_seconds)),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--nolineno",
+            "--full-filenames",
+            "--output",
+            str(raw),
+        ]
+        if self.pinning:
+            argv = ["taskset", "-c", LOAD_CORE, *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), plan.profile_seconds + 30)
+        except TimeoutError:
+            proc.kill()
+            output = b"py-spy did not finish in time"
+        under_profile = await load_task
+        if proc.returncode != 0 or not raw.exists():
+            text = output.decode(errors="replace").strip().splitlines()[-3:]
+            self.notes.append("No profile: py-spy failed: " + " / ".join(text))
+            return
+        self.profile = summarize_profile(raw.read_text())
+        self.profile["events_per_s"] = under_profile["events_per_s"]
+        self.profile["seconds"] = plan.profile_seconds
+        self.profile["raw_file"] = str(raw.relative_to(BENCH.parent))
+
+
+def tuning_log() -> str:
+    """bench/TUNING.md (what the profiles showed and what each change bought), kept by hand."""
+    path = BENCH / "TUNING.md"
+    return "\n" + path.read_text() if path.exists() else ""
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if args.from_json:
+        text = report(Report.load(Path(args.from_json))) + tuning_log()
+        output = Path(args.output) if args.output else BENCH / "RESULTS.md"
+        output.write_text(text)
+        log(f"re-rendered {args.from_json} into {output}")
+        return 0
+    plan = QUICK if args.quick else Plan()
+    started, t0 = datetime.datetime.now().astimezone(), time.monotonic()
+    run = Run(plan, args)
+    if args.concurrent:
+        warning = "Another bench/run.py was running at the same time: these figures are skewed."
+        log(warning)
+        run.notes.append(warning)
+    gc.collect()
+    try:
+        await run.start()
+        if not any(s.name == "streamchat" for s in run.live()):
+            log("streamchat did not start: see bench/out/logs/streamchat.log")
+        await run.run()
+    finally:
+        run.stop()
+    data = Report(
+        plan=plan,
+        results=run.results,
+        profile=run.profile,
+        notes=run.notes,
+        servers={server.name: server.skipped for server in run.servers},
+        pinning=run.pinning,
+        command=" ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        started=started.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        seconds=time.monotonic() - t0,
+        git=f"{run.code}; the whole run used a copy of that code taken at its start",
+        machine=machine(),
+        versions=versions(),
+    )
+    text = report(data) + tuning_log()
+    output = Path(args.output) if args.output else BENCH / "RESULTS.md"
+    # The figures behind each report, named after it: bench/out/RESULTS.json for RESULTS.md.
+    (OUT / f"{output.stem}.json").write_text(json.dumps(asdict(data), indent=1, default=str))
+    output.write_text(text)
+    print()
+    print(text)
+    log(f"written to {output}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="streamchat benchmark (see bench/README.md)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario")
+    parser.add_argument(
+        "--servers",
+        nargs="*",
+        default=[],
+        help="only these (streamchat floor vercel-ai-sdk litellm-proxy)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="*",
+        default=[],
+        help="only these (throughput latency scale features abort profile)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--from-json",
+        help="only re-render a report from its saved figures (bench/out/RESULTS.json)",
+    )
+    args = parser.parse_args()
+    if args.quick and not args.output and not args.from_json:
+        args.output = str(OUT / "RESULTS-quick.md")
+    OUT.mkdir(exist_ok=True)
+    with open(OUT / ".run.lock", "w") as lock:  # held for the whole run
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            args.concurrent = False
+        except BlockingIOError:
+            args.concurrent = not args.from_json
+        return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

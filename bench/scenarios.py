@@ -1,0 +1,313 @@
+"""The scenarios of the benchmark: one trial each, against one server, returning its figures.
+
+A trial drives load with `loadclient.Load`, reads the server's CPU and memory from /proc, and asks
+the fake upstream (its control routes) what it saw. `Plan` says how long and how often; `run.py`
+decides the order and repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from loadclient import Load, Target
+from procs import Server, Upstream, cpu_seconds, own_cpu_seconds, rss_kib
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often: the full run, or --quick."""
+
+    reps: int = 3
+    tp_clients: int = 32
+    tp_tokens: int = 500
+    tp_warmup: float = 1.5
+    tp_seconds: float = 6.0
+    lat_pace_ms: float = 20.0
+    lat1_tokens: int = 25
+    lat1_seconds: float = 5.0
+    lat200_clients: int = 200
+    lat200_tokens: int = 100
+    lat200_seconds: float = 5.0
+    lat_reps: int = 3
+    scale_streams: int = 1000
+    scale_pace_ms: float = 1000.0
+    scale_deadline: float = 30.0
+    scale_reps: int = 2
+    feature_reps: int = 3
+    abort_clients: int = 40
+    abort_reps: int = 2
+    profile_seconds: float = 20.0
+
+
+QUICK = Plan(
+    reps=1,
+    tp_warmup=0.5,
+    tp_seconds=2.0,
+    lat1_seconds=1.5,
+    lat200_tokens=50,
+    lat200_seconds=2.0,
+    lat_reps=1,
+    scale_streams=300,
+    scale_deadline=10.0,
+    scale_reps=1,
+    feature_reps=1,
+    abort_clients=10,
+    abort_reps=1,
+    profile_seconds=3.0,
+)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _gather_bounded(tasks: list[asyncio.Task[Any]], limit_s: float) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=limit_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- scenario 1 (and 4): throughput ---------------------------------------------------------
+
+
+async def _back_to_back(load: Load, start_delay: float, max_streams: int) -> None:
+    await asyncio.sleep(start_delay)
+    conn = None
+    for _ in range(max_streams):  # bounded; the trial stops it earlier by closing every socket
+        if load.stopped:
+            return
+        try:
+            if conn is None or conn.closed:
+                conn = await load.connect()
+            await conn.send(load.target.request(load.tag()))
+        except (OSError, TimeoutError) as exc:
+            if not load.stopped:
+                load.errors[f"connect: {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.05)
+
+
+async def throughput_trial(
+    target: Target, pid: int, upstream: Upstream, plan: Plan, clients: int | None = None
+) -> dict[str, Any]:
+    load = Load(target)
+    workers = [
+        asyncio.create_task(_back_to_back(load, i * 0.005, 1_000_000))
+        for i in range(clients or plan.tp_clients)
+    ]
+    await asyncio.sleep(plan.tp_warmup)
+    f0, s0, e0 = load.frames, load.streams, sum(load.errors.values())
+    c0, u0, l0, t0 = (
+        cpu_seconds(pid),
+        cpu_seconds(upstream.pid),
+        own_cpu_seconds(),
+        time.monotonic(),
+    )
+    await asyncio.sleep(plan.tp_seconds)
+    f1, s1, e1 = load.frames, load.streams, sum(load.errors.values())
+    c1, u1, l1, t1 = (
+        cpu_seconds(pid),
+        cpu_seconds(upstream.pid),
+        own_cpu_seconds(),
+        time.monotonic(),
+    )
+    load.close_all()
+    await _gather_bounded(workers, 5.0)
+    wall, events, cpu = t1 - t0, f1 - f0, c1 - c0
+    return {
+        "events_per_s": events / wall,
+        "streams_per_s": (s1 - s0) / wall,
+        "cpu_ms_per_1k": cpu * 1000 / (events / 1000) if events else None,
+        "server_cpu_util": cpu / wall,
+        "core1_util": ((u1 - u0) + (l1 - l0)) / wall,
+        "errors": e1 - e0,
+        "error_kinds": dict(load.errors),
+    }
+
+
+# --- scenario 2: added latency ---------------------------------------------------------------
+
+
+async def latency_trial(
+    target: Target, upstream: Upstream, plan: Plan, clients: int, tokens: int, seconds: float
+) -> dict[str, Any]:
+    upstream.configure(mode="text", tokens=tokens, pace_ms=plan.lat_pace_ms, stamp=True)
+    load = Load(target, stamp=True)
+    stream_s = tokens * plan.lat_pace_ms / 1000
+    stagger = stream_s if clients > 1 else 0.0
+    workers = [
+        asyncio.create_task(_back_to_back(load, random.uniform(0, stagger), 100_000))
+        for _ in range(clients)
+    ]
+    await asyncio.sleep(stagger + 0.5)  # every client is streaming: steady state
+    load.window_start, load.recording = time.monotonic_ns(), True
+    errors0 = sum(load.errors.values())
+    await asyncio.sleep(seconds)
+    load.recording = False
+    errors = sum(load.errors.values()) - errors0
+    load.close_all()
+    await _gather_bounded(workers, 5.0)
+    upstream.configure(stamp=False, pace_ms=0)
+    ttfb = [v / 1e6 for v in load.ttfb_ns]
+    delay = [v / 1e6 for v in load.delay_ns]
+    return {
+        "ttfb_p50": pct(ttfb, 50),
+        "ttfb_p99": pct(ttfb, 99),
+        "delay_p50": pct(delay, 50),
+        "delay_p99": pct(delay, 99),
+        "ttfb_samples": len(ttfb),
+        "delay_samples": len(delay),
+        "errors": errors,
+    }
+
+
+async def _latency_of(
+    upstream: Upstream, plan: Plan, clients: int, tokens: int, seconds: float, server: Server
+) -> dict[str, Any]:
+    return await latency_trial(server.target, upstream, plan, clients, tokens, seconds)
+
+
+# --- scenario 3: 1,000 open streams ----------------------------------------------------------
+
+
+async def _open_stream(load: Load, gate: asyncio.Semaphore) -> tuple[Any, Any] | None:
+    async with gate:
+        try:
+            conn = await load.connect()
+        except (OSError, TimeoutError) as exc:
+            load.errors[f"connect: {type(exc).__name__}"] += 1
+            return None
+        done = conn.send(load.target.request(load.tag()))
+        return conn, done
+
+
+async def scale_trial(
+    server: Server, upstream: Upstream, plan: Plan, core: str | None
+) -> dict[str, Any]:
+    server.restart(core)  # a fresh process: memory freed by earlier trials would hide growth
+    upstream.configure(mode="text", tokens=3, pace_ms=0, stamp=False)
+    warm = Load(server.target)
+    for _ in range(3):
+        conn = await warm.connect()
+        await asyncio.wait_for(conn.send(server.target.request(warm.tag())), 20)
+    warm.close_all()
+    await asyncio.sleep(1.0)
+    base = rss_kib(server.pid)
+    tokens = int(plan.scale_deadline * 1000 / plan.scale_pace_ms) + 60
+    upstream.configure(mode="text", tokens=tokens, pace_ms=plan.scale_pace_ms, stamp=False)
+    await _quiet(upstream)
+    load = Load(server.target)
+    gate = asyncio.Semaphore(100)
+    started = time.monotonic()
+    opened = await asyncio.gather(*(_open_stream(load, gate) for _ in range(plan.scale_streams)))
+    conns = [o for o in opened if o is not None]
+    firsts = [c.first for c, _ in conns if c.first is not None]
+    remaining = max(0.1, plan.scale_deadline - (time.monotonic() - started))
+    await asyncio.wait(firsts, timeout=remaining)
+    ramp = time.monotonic() - started
+    streaming = sum(1 for f in firsts if f.done() and f.result() > 0)
+    await asyncio.sleep(1.5)  # every open stream has had a token since: steady state
+    peak = rss_kib(server.pid)
+    open_now = sum(1 for c, d in conns if not c.closed and not d.done())
+    at_upstream = upstream.stats()["active"]
+    failed = sum(1 for _, d in conns if d.done() and d.result().error is not None)
+    errors = plan.scale_streams - streaming
+    closed_at = time.monotonic_ns()
+    load.close_all()
+    aborts = _ours(await _wait_aborts(upstream, 5.0), load)
+    delays = [(a["at_ns"] - closed_at) / 1e6 for a in aborts if a["at_ns"] >= closed_at]
+    return {
+        "streams": plan.scale_streams,
+        "streaming": streaming,
+        "errors": errors,
+        "failed_replies": failed,
+        "error_kinds": dict(load.errors),
+        "ramp_s": ramp,
+        "rss_base_kib": base,
+        "rss_open_kib": peak,
+        "open": open_now,
+        "kib_per_stream": (peak - base) / open_now if open_now else None,
+        "upstream_open": at_upstream,
+        "upstream_aborted": len(delays),
+        "upstream_aborted_1s": sum(1 for d in delays if d <= 1000),
+        "upstream_still_open": upstream.stats()["active"],
+        "abort_p50_ms": pct(delays, 50),
+        "abort_max_ms": max(delays) if delays else None,
+    }
+
+
+async def _quiet(upstream: Upstream, limit_s: float = 15.0) -> None:
+    """Wait for streams a slow server left open upstream, so they do not count in this trial."""
+    for _ in range(int(limit_s / 0.2)):
+        if upstream.stats()["active"] == 0:
+            break
+        await asyncio.sleep(0.2)
+    upstream.reset()
+
+
+def _ours(aborts: list[dict[str, Any]], load: Load) -> list[dict[str, Any]]:
+    return [a for a in aborts if a["tag"] is not None and load.owns(a["tag"])]
+
+
+async def _wait_aborts(upstream: Upstream, limit_s: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + limit_s
+    stats = upstream.stats()
+    while time.monotonic() < deadline and stats["active"] > 0:
+        await asyncio.sleep(0.1)
+        stats = upstream.stats()
+    aborts: list[dict[str, Any]] = stats["aborts"]
+    return aborts
+
+
+# --- scenario 5: clients that leave ----------------------------------------------------------
+
+
+async def _leave_midway(load: Load, delay: float, frames: int, closes: dict[int, int]) -> None:
+    await asyncio.sleep(delay)
+    conn = await load.connect()
+    tag = load.tag()
+    conn.send(load.target.request(tag))
+    await asyncio.wait_for(conn.wait_frames(frames), 15)
+    closes[tag] = time.monotonic_ns()
+    conn.close()
+
+
+async def abort_trial(target: Target, upstream: Upstream, plan: Plan) -> dict[str, Any]:
+    upstream.configure(mode="text", tokens=500, pace_ms=20, stamp=False)
+    await _quiet(upstream)
+    load = Load(target)
+    closes: dict[int, int] = {}
+    n = plan.abort_clients
+    tasks = [
+        asyncio.create_task(_leave_midway(load, i * 0.02, random.randint(5, 30), closes))
+        for i in range(n)
+    ]
+    await _gather_bounded(tasks, 30.0)
+    failed = sum(1 for t in tasks if t.cancelled() or t.exception() is not None)
+    aborts = _ours(await _wait_aborts(upstream, 3.0), load)
+    seen = {a["tag"]: a["at_ns"] for a in aborts}
+    delays = [(seen[tag] - at) / 1e6 for tag, at in closes.items() if tag in seen]
+    stats = upstream.stats()
+    load.close_all()
+    return {
+        "clients": n,
+        "left": len(closes),
+        "client_failures": failed,
+        "upstream_aborted": len(delays),
+        "within_1s": sum(1 for d in delays if d <= 1000),
+        "p50_ms": pct(delays, 50),
+        "p99_ms": pct(delays, 99),
+        "max_ms": max(delays) if delays else None,
+        "upstream_completed": stats["completed"],
+        "upstream_still_open": stats["active"],
+    }
