@@ -36,23 +36,17 @@ SERVER_CORE = "0"
 LOAD_CORE = "1"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=BENCH.parent, capture_output=True, text=True, timeout=10
+    ).stdout
+
+
 def git_state() -> str:
     """The commit measured, and which tracked files differed from it (the tree is measured)."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=BENCH.parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=BENCH.parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split("\n")
+        head = _git("rev-parse", "--short", "HEAD").strip()
+        changed = _git("status", "--porcelain", "--untracked-files=no").split("\n")
     except (OSError, subprocess.SubprocessError):
         return "unknown commit"
     files = [line[3:] for line in changed if line.strip()]
