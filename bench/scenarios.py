@@ -105,22 +105,23 @@ async def throughput_trial(
         asyncio.create_task(_back_to_back(load, i * 0.005, 1_000_000))
         for i in range(clients or plan.tp_clients)
     ]
+
+    def readings() -> tuple[int, int, int, float, float, float, float]:
+        """Frames, streams and errors so far; server, upstream and own CPU seconds; the time."""
+        return (
+            load.frames,
+            load.streams,
+            sum(load.errors.values()),
+            cpu_seconds(pid),
+            cpu_seconds(upstream.pid),
+            own_cpu_seconds(),
+            time.monotonic(),
+        )
+
     await asyncio.sleep(plan.tp_warmup)
-    f0, s0, e0 = load.frames, load.streams, sum(load.errors.values())
-    c0, u0, l0, t0 = (
-        cpu_seconds(pid),
-        cpu_seconds(upstream.pid),
-        own_cpu_seconds(),
-        time.monotonic(),
-    )
+    f0, s0, e0, c0, u0, l0, t0 = readings()
     await asyncio.sleep(plan.tp_seconds)
-    f1, s1, e1 = load.frames, load.streams, sum(load.errors.values())
-    c1, u1, l1, t1 = (
-        cpu_seconds(pid),
-        cpu_seconds(upstream.pid),
-        own_cpu_seconds(),
-        time.monotonic(),
-    )
+    f1, s1, e1, c1, u1, l1, t1 = readings()
     load.close_all()
     await _gather_bounded(workers, 5.0)
     wall, events, cpu = t1 - t0, f1 - f0, c1 - c0
