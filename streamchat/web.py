@@ -230,7 +230,7 @@ def create_app(
         backend = (
             choose_backend(settings)
             if provider is None
-            else Backend(getattr(provider, "name", "custom"), settings.default_model)
+            else Backend(provider.name, settings.default_model)
         )
     app[SETTINGS] = settings
     app[BACKEND] = backend
