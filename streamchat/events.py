@@ -141,7 +141,6 @@ class ErrorEvent:
     code: str
 
 
-ArtifactEvent = ArtifactStarted | ArtifactContent | ArtifactCompleted
 Event = (
     TextChunk
     | ToolExecuting

@@ -75,12 +75,6 @@ class ToolRegistry:
         self._schemas = [tool.schema() for tool in self._tools.values()]
         return function
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._tools
-
-    def names(self) -> list[str]:
-        return list(self._tools)
-
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
