@@ -133,6 +133,7 @@ class Completion:
     id: str | None
     conversation_id: str
     usage: Usage | None = None
+    turn: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,8 @@ def to_wire(event: Event, chunk_index: int, elapsed_ms: float) -> dict[str, Any]
             if event.id is not None:
                 wire["id"] = event.id
             wire["conversationId"] = event.conversation_id
+            if event.turn is not None:
+                wire["turn"] = event.turn
             if event.usage is not None:
                 wire["usage"] = event.usage.to_wire()
         case ErrorEvent(message=message, code=code):

@@ -1,18 +1,18 @@
-"""The async-generator stages of one turn.
+"""The async-generator stages of one turn, composed by `compose_turn()`.
 
-    provider.stream() -> run_tools() -> extract_artifacts() [-> convert_fences()] -> encode_events()
-      model deltas       events          events                 events                frames
+    provider.stream() -> run_tools() -> extract_artifacts() [-> convert_fences()]
+      model deltas       events          events                 events
 
 Each stage takes the previous one as its first argument and wraps it in `aclosing()`, so closing
-the last stage (the client left) closes every stage and the upstream response at once, in the
-request's own task. `run_tools` also records the turn's messages on the `Turn` as it goes, so the
-stored history keeps the artifact markup the model wrote.
+the last stage (a stop) closes every stage and the upstream response at once, in the turn's own
+task. `run_tools` also records the turn's messages on the `Turn` as it goes, so the stored
+history keeps the artifact markup the model wrote. The turn runner (`turns.py`) appends what
+comes out to the turn's event log, and each protocol encodes that for its readers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from contextlib import aclosing
@@ -22,7 +22,6 @@ from streamchat.artifact_ids import ArtifactIds
 from streamchat.artifacts import ArtifactParser, ParsedEvent
 from streamchat.conversations import Turn
 from streamchat.events import (
-    ArtifactContent,
     Completion,
     ErrorEvent,
     Event,
@@ -34,12 +33,9 @@ from streamchat.events import (
     ToolError,
     ToolExecuting,
     Usage,
-    event_type,
-    to_wire,
 )
 from streamchat.fences import FenceParser
 from streamchat.providers.base import ModelRequest, Provider, Stream, UpstreamError
-from streamchat.sse import encode_frame
 from streamchat.tools.registry import ToolFailure, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -49,9 +45,6 @@ class TextParser(Protocol):
     def feed(self, text: str) -> list[ParsedEvent]: ...
 
     def flush(self) -> list[ParsedEvent]: ...
-
-
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 async def run_tools(
@@ -89,9 +82,11 @@ async def run_tools(
         if finish.usage is not None:
             usage = finish.usage if usage is None else usage + finish.usage
         if not calls:
-            conversation_id = turn.conversation.id
             model_used = finish.model or model
-            yield [Completion(finish.reason, model_used, finish.id, conversation_id, usage)]
+            completion = Completion(
+                finish.reason, model_used, finish.id, turn.conversation_id, usage, turn.number
+            )
+            yield [completion]
             return
         if rounds >= max_rounds:
             yield [
@@ -125,7 +120,7 @@ async def _tool_round(
         for task in tasks:
             task.cancel()
     # Only a complete round enters the history: never tool_calls without all their results.
-    turn.add_tool_round(calls, results)
+    await turn.add_tool_round(calls, results)
 
 
 async def _run_tool(tools: ToolRegistry, call: ToolCall) -> ToolCompleted | ToolError:
@@ -171,48 +166,20 @@ async def _parse_text(batches: Stream[list[Event]], parser: TextParser) -> Strea
         yield rest
 
 
-async def encode_events(batches: Stream[list[Event]], started: float) -> Stream[bytes]:
-    """Events in, SSE frames out: numbered, timed, and always closed by one terminal event.
-    The frames of one batch are joined, so they go out in one write."""
-    index = 0
-    async with aclosing(batches) as stream:
-        try:
-            async for batch in stream:
-                frames = []
-                for event in batch:
-                    frames.append(_frame(event, index, started))
-                    index += 1
-                    if isinstance(event, Terminal):
-                        yield b"".join(frames)
-                        return
-                yield b"".join(frames)
-        except Exception:
-            # Headers are out: a failure can only be told as the terminal event.
-            log.exception("turn failed")
-            error = ErrorEvent("The server failed to finish this reply.", "internal")
-            yield _frame(error, index, started)
-            return
-    yield _frame(ErrorEvent("The reply ended unexpectedly.", "internal"), index, started)
-
-
-def _frame(event: Event, index: int, started: float) -> bytes:
-    elapsed = _ms_since(started, digits=1)
-    # The hot paths, one per token: the same bytes as encode_frame(), a third of the work.
-    if type(event) is TextChunk:
-        text = _json_string(event.text)
-        return (
-            f'id: {index}\nevent: text\ndata: {{"type":"text","chunkIndex":{index},'
-            f'"elapsedMs":{elapsed!r},"content":{text},"textDelta":{text}}}\n\n'
-        ).encode()
-    if type(event) is ArtifactContent:
-        artifact_id, delta = _json_string(event.artifact_id), _json_string(event.content_delta)
-        return (
-            f"id: {index}\nevent: artifact_content\ndata: "
-            f'{{"type":"artifact_content","chunkIndex":{index},"elapsedMs":{elapsed!r},'
-            f'"artifactId":{artifact_id},"contentDelta":{delta}}}\n\n'
-        ).encode()
-    return encode_frame(index, event_type(event), to_wire(event, index, elapsed))
-
-
 def _ms_since(started: float, digits: int = 3) -> float:
     return round((time.perf_counter() - started) * 1000, digits)
+
+
+def compose_turn(
+    provider: Provider,
+    tools: ToolRegistry,
+    turn: Turn,
+    model: str,
+    *,
+    max_rounds: int,
+    fences: bool,
+) -> Stream[list[Event]]:
+    """The stages of one turn, model deltas to events: what every protocol then encodes."""
+    ids = ArtifactIds(turn.artifact_ids)
+    events = extract_artifacts(run_tools(provider, turn, tools, model, max_rounds), ids)
+    return convert_fences(events, ids) if fences else events

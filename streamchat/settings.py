@@ -58,9 +58,17 @@ class Settings:
     # Tools.
     max_tool_rounds: int = 8
     tool_timeout_seconds: float = 30.0
-    # Conversations.
+    # Conversations: sqlite:///<path> (durable, the default) or memory://.
+    store_url: str = "sqlite:///streamchat.db"
+    # The memory store's bounds.
     conversation_ttl_seconds: float = 3600.0
     max_conversations: int = 10_000
+    # Turns: how long a turn waits for a reader to come back, how long a finished turn's events
+    # stay for late readers (and how many bytes of them at most), and how long a shutdown waits.
+    resume_grace_seconds: float = 30.0
+    resume_retention_seconds: float = 300.0
+    resume_retention_bytes: int = 64 * 1024 * 1024
+    shutdown_grace_seconds: float = 30.0
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -109,7 +117,15 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
-        for name in ("max_tool_rounds", "upstream_max_retries", "upstream_max_connections"):
+        for name in (
+            "max_tool_rounds",
+            "upstream_max_retries",
+            "upstream_max_connections",
+            "resume_grace_seconds",
+            "resume_retention_seconds",
+            "resume_retention_bytes",
+            "shutdown_grace_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
         if self.backend not in ("auto", "openrouter", "local"):

@@ -18,12 +18,12 @@ PING_FRAME = b": ping\n\n"
 _EOL = re.compile(r"\r\n|\r|\n")
 
 
-def encode_frame(chunk_index: int, event_type: str, data: dict[str, Any]) -> bytes:
+def encode_frame(event_id: str, event_type: str, data: dict[str, Any]) -> bytes:
     """One whole SSE frame: `id:`, `event:`, and the event as one line of JSON."""
     # ensure_ascii=False keeps the frame small for non-Latin text; json.dumps escapes newlines,
     # so the data stays on one line as clients that split on "\n" expect.
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {chunk_index}\nevent: {event_type}\ndata: {body}\n\n".encode()
+    return f"id: {event_id}\nevent: {event_type}\ndata: {body}\n\n".encode()
 
 
 @dataclass(frozen=True, slots=True)

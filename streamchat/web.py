@@ -1,8 +1,9 @@
 """Routes, handlers and `create_app()`: the HTTP face of streamchat.
 
-Bad requests are answered before any stream starts, with a JSON error naming the field. Once the
-SSE headers are out, every failure is a terminal `error` event written by the pipeline. The app
-owns one `aiohttp.ClientSession` (made in `cleanup_ctx`) that every upstream call reuses.
+Bad requests are answered before any stream starts, with a JSON error naming the field. A turn
+runs in a task of the turn runner (`turns.py`); every response that shows it, the `POST` that
+started it, a join, a resume, is a reader of the turn's event log. The app owns one
+`aiohttp.ClientSession` (made in `cleanup_ctx`) that every upstream call reuses.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ import asyncio
 import gc
 import json
 import logging
-import time
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streamchat.artifact_ids import ArtifactIds
 from streamchat.backends import (
     Backend,
     choose_backend,
@@ -29,19 +27,27 @@ from streamchat.backends import (
     make_provider,
     system_prompt,
 )
-from streamchat.conversations import ConversationStore, Turn
+from streamchat.conversations import Turn
+from streamchat.errors import ApiError, json_errors
+from streamchat.eventlog import TurnLog
+from streamchat.events import ErrorEvent, Event
 from streamchat.page import add_page_routes
-from streamchat.pipeline import convert_fences, encode_events, extract_artifacts, run_tools
-from streamchat.providers.base import Provider
+from streamchat.pipeline import compose_turn
+from streamchat.protocols import native
+from streamchat.providers.base import Provider, Stream
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger, SSEWriter
+from streamchat.stores import ANONYMOUS, Store, StoreUnavailable, make_store
+from streamchat.stores.base import parse_cursor
 from streamchat.tools.calculator import register_calculator
 from streamchat.tools.registry import ToolRegistry
+from streamchat.turns import RunningTurn, TurnRequest, TurnRunner
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", ConversationStore)
+STORE = web.AppKey("store", Store)
+RUNNER = web.AppKey("runner", TurnRunner)
 TOOLS = web.AppKey("tools", ToolRegistry)
 PROVIDER = web.AppKey("provider", Provider)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -49,14 +55,7 @@ BACKEND = web.AppKey("backend", Backend)
 PINGER = web.AppKey("pinger", Pinger)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-
-
-class ApiError(Exception):
-    """A request the server will not serve: answered as `{"error": {...}}`."""
-
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.param = status, code, message, param
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 
 class ChatRequest(BaseModel):
@@ -67,35 +66,8 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = Field(
         None, alias="conversationId", pattern=CONVERSATION_ID_PATTERN
     )
-
-
-def error_response(status: int, code: str, message: str, param: str | None = None) -> web.Response:
-    error: dict[str, Any] = {"message": message, "code": code}
-    if param is not None:
-        error["param"] = param
-    return web.json_response({"error": error}, status=status)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-
-
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error a client can see is JSON, and none carries a stack trace."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.param)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason, None)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal", "The server failed to handle this request.")
+    # Replace the conversation's last turn: regenerate, edit and resend, retry after an error.
+    regenerate: bool = False
 
 
 async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRequest:
@@ -139,72 +111,203 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(400, "invalid_request", f"'{field}': {error['msg']}", field)
 
 
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+LIST_LIMIT = 100
+
+
+def owner_of(request: web.Request) -> str:
+    """Who is calling: every caller is one anonymous owner until callers authenticate."""
+    return ANONYMOUS
+
+
+def conversation_id_of(request: web.Request) -> str:
+    conversation_id = request.match_info["conversation_id"]
+    if not _CONVERSATION_ID.match(conversation_id):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "the conversation id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            "conversationId",
+        )
+    return conversation_id
+
+
 async def stream_chat(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
     app = request.app
-    settings = app[SETTINGS]
-    chat = await parse_chat_request(request, settings)
+    chat = await parse_chat_request(request, app[SETTINGS])
+    runner = app[RUNNER]
+    if runner.draining:
+        raise ApiError(
+            503,
+            "shutting_down",
+            "The server is restarting. Try again in a moment.",
+            headers={"Retry-After": "5"},
+        )
+    await app[STORE].ping()
     conversation_id = chat.conversation_id or uuid.uuid4().hex
     model = (chat.model or "").strip() or app[BACKEND].model
-
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Conversation-Id": conversation_id,
-        }
+    turn = runner.start(
+        TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate)
     )
+    return await read_turn(request, turn.log, -1, turn)
+
+
+async def join_stream(request: web.Request) -> web.StreamResponse:
+    """Join the running turn from its first event, or resume any turn after `Last-Event-ID`."""
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    runner = app[RUNNER]
+    after = _last_event_id(request)
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is None:
+        raise _no_conversation(conversation_id)
+    if after is None:
+        running = runner.running(owner, conversation_id)
+        if running is None:
+            return web.Response(status=204)
+        return await read_turn(request, running.log, -1, running)
+    number, index = after
+    log = runner.find_log(owner, conversation_id, number)
+    if log is None:
+        if conversation.interrupted_turn == number:
+            return await _tell_interrupted(request, conversation_id, number, index + 1)
+        return web.Response(status=204)
+    if log.finished and index >= len(log.events) - 1:
+        return web.Response(status=204)
+    running = runner.running(owner, conversation_id)
+    return await read_turn(request, log, index, running if running and running.log is log else None)
+
+
+async def read_turn(
+    request: web.Request, turn_log: TurnLog, after: int, turn: RunningTurn | None
+) -> web.StreamResponse:
+    """Write the turn's events after index `after`, live until its terminal event."""
+    app = request.app
+    runner = app[RUNNER]
+    if turn is not None:
+        runner.attach(turn)
     try:
-        await response.prepare(request)
-    except ConnectionResetError:
-        # The client left before the stream began: nothing to answer, nothing to report.
-        log.info("client left before the stream of conversation %s began", conversation_id)
-        return response
-    async with (
-        SSEWriter(response, app[PINGER]) as writer,
-        app[STORE].use(conversation_id) as conversation,
-    ):
-        turn = Turn(conversation, chat.message)
-        events = run_tools(app[PROVIDER], turn, app[TOOLS], model, settings.max_tool_rounds)
-        ids = ArtifactIds(conversation.artifact_ids)
-        events = extract_artifacts(events, ids)
-        if fences_enabled(settings, app[BACKEND]):
-            events = convert_fences(events, ids)
+        response = web.StreamResponse(
+            headers={**SSE_HEADERS, "X-Conversation-Id": turn_log.conversation_id}
+        )
         try:
-            async with aclosing(encode_events(events, started)) as frames:
-                async for data in frames:
-                    await writer.write(data)
+            await response.prepare(request)
         except ConnectionResetError:
-            log.info("client left conversation %s mid-stream", conversation_id)
-        finally:
-            turn.commit()
+            return response
+        async with SSEWriter(response, app[PINGER]) as writer:
+            try:
+                async for first, events, elapsed in turn_log.follow(after):
+                    await writer.write(native.encode(turn_log.turn, first, events, elapsed))
+            except ConnectionResetError:
+                log.info("a reader of conversation %s left mid-stream", turn_log.conversation_id)
+        return response
+    finally:
+        if turn is not None:
+            runner.detach(turn)
+
+
+async def _tell_interrupted(
+    request: web.Request, conversation_id: str, number: int, index: int
+) -> web.StreamResponse:
+    """The turn died with its process: its readers learn so instead of waiting forever."""
+    response = web.StreamResponse(headers={**SSE_HEADERS, "X-Conversation-Id": conversation_id})
+    await response.prepare(request)
+    error = ErrorEvent("The server stopped during this answer.", "interrupted")
+    await response.write(native.frame(number, index, error, 0.0))
     return response
 
 
+def _last_event_id(request: web.Request) -> tuple[int, int] | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    if raw is None or not raw.strip():
+        return None
+    parsed = native.parse_event_id(raw)
+    if parsed is None:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Last-Event-ID must be an event id this server sent, like 2:15 (turn:chunkIndex)",
+            "lastEventId",
+        )
+    return parsed
+
+
+def _no_conversation(conversation_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"No conversation with id {conversation_id!r}")
+
+
+async def stop_turn(request: web.Request) -> web.Response:
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    if await app[STORE].load(owner, conversation_id) is None:
+        raise _no_conversation(conversation_id)
+    number = await app[RUNNER].stop(owner, conversation_id)
+    if number is None:
+        return web.json_response({"stopped": False})
+    return web.json_response({"stopped": True, "turn": number})
+
+
 async def delete_conversation(request: web.Request) -> web.Response:
-    request.app[STORE].delete(request.match_info["conversation_id"])
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    await app[RUNNER].stop_all(owner, conversation_id, "deleted")
+    await app[STORE].delete(owner, conversation_id)
     return web.json_response({"message": "Conversation cleared"})
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    conversation_id = request.match_info["conversation_id"]
-    conversation = request.app[STORE].get(conversation_id)
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    conversation = await request.app[STORE].load(owner, conversation_id)
     if conversation is None:
-        raise ApiError(404, "not_found", f"No conversation with id {conversation_id!r}")
-    return web.json_response({"conversationId": conversation.id, "messages": conversation.messages})
+        raise _no_conversation(conversation_id)
+    return web.json_response(conversation.to_wire())
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    raw_limit = request.query.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"'limit' must be a whole number from 1 to {LIST_LIMIT}",
+            "limit",
+        )
+    before = request.query.get("before") or None
+    if before is not None and parse_cursor(before) is None:
+        raise ApiError(
+            400, "invalid_request", "'before' is not a cursor this server made", "before"
+        )
+    infos, cursor = await request.app[STORE].recent(owner_of(request), int(raw_limit), before)
+    return web.json_response({"conversations": [info.to_wire() for info in infos], "next": cursor})
 
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    return web.json_response(
-        {
-            "status": "ok",
-            "backend": app[BACKEND].kind,
-            "model": app[BACKEND].model,
-            "conversations": len(app[STORE]),
-        }
-    )
+    backend = app[BACKEND]
+    body: dict[str, object] = {
+        "status": "ok",
+        "backend": backend.kind,
+        "model": backend.model,
+        "store": app[STORE].description.split(" ")[0],
+        "turns": len(app[RUNNER]),
+    }
+    problem = ""
+    if app[RUNNER].draining:
+        body["status"], problem = "shutting_down", "the server is shutting down"
+    elif backend.kind == "none":
+        body["status"], problem = "unavailable", f"no model backend can answer: {backend.why_none}"
+    else:
+        try:
+            await app[STORE].ping()
+        except StoreUnavailable:
+            body["status"], problem = "unavailable", "the conversation store cannot be reached"
+    if problem:
+        body["reason"] = problem
+    return web.json_response(body, status=503 if problem else 200)
 
 
 async def _freeze_heap(app: web.Application) -> None:
@@ -217,14 +320,20 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+async def drain(app: web.Application) -> None:
+    """Refuse new turns, let running ones finish within the grace, then stop them."""
+    await app[RUNNER].drain(app[SETTINGS].shutdown_grace_seconds)
+
+
 def create_app(
     settings: Settings,
     *,
     backend: Backend | None = None,
     provider: Provider | None = None,
     tools: ToolRegistry | None = None,
+    store: Store | None = None,
 ) -> web.Application:
-    """The application; `provider` and `tools` replace the defaults (tests, embedding)."""
+    """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     if backend is None:
         backend = (
@@ -234,10 +343,34 @@ def create_app(
         )
     app[SETTINGS] = settings
     app[BACKEND] = backend
-    app[STORE] = ConversationStore(
+    app[STORE] = store = (
+        make_store(
+            settings.store_url,
+            ttl_seconds=settings.conversation_ttl_seconds,
+            max_conversations=settings.max_conversations,
+        )
+        if store is None
+        else store
+    )
+    fences = fences_enabled(settings, backend)
+
+    def compose(turn: Turn, model: str) -> Stream[list[Event]]:
+        return compose_turn(
+            app[PROVIDER],
+            app[TOOLS],
+            turn,
+            model,
+            max_rounds=settings.max_tool_rounds,
+            fences=fences,
+        )
+
+    app[RUNNER] = TurnRunner(
+        store,
+        compose,
         system_prompt(settings, backend),
-        settings.conversation_ttl_seconds,
-        settings.max_conversations,
+        grace_seconds=settings.resume_grace_seconds,
+        retention_seconds=settings.resume_retention_seconds,
+        retention_bytes=settings.resume_retention_bytes,
     )
     if tools is None:
         tools = ToolRegistry(settings.tool_timeout_seconds)
@@ -263,13 +396,25 @@ def create_app(
                 if provider is None and callable(close):
                     close()
 
+    async def open_store(app: web.Application) -> AsyncIterator[None]:
+        await app[STORE].open()
+        try:
+            yield
+        finally:
+            await app[STORE].close()
+
+    app.cleanup_ctx.append(open_store)
     app.cleanup_ctx.append(client_session)
     app.on_startup.append(_freeze_heap)
+    app.on_shutdown.append(drain)
     conversation = "/{conversation_id}"
     app.router.add_post("/api/stream", stream_chat)
     app.router.add_delete("/conversation" + conversation, delete_conversation)
     app.router.add_delete("/api/conversation" + conversation, delete_conversation)
     app.router.add_get("/api/conversation" + conversation, get_conversation)
+    app.router.add_get("/api/conversation" + conversation + "/stream", join_stream)
+    app.router.add_post("/api/conversation" + conversation + "/stop", stop_turn)
+    app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
     add_page_routes(app)
     return app

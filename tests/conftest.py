@@ -30,6 +30,10 @@ def make_settings(**overrides: Any) -> Settings:
         openrouter_base_url=UNREACHABLE,
         upstream_max_retry_wait_seconds=2.0,
         upstream_read_timeout_seconds=5.0,
+        store_url="memory://",
+        shutdown_grace_seconds=0.0,
+        # A turn stops the moment its last reader leaves, unless a test gives it a grace.
+        resume_grace_seconds=0.0,
     )
     return base.with_overrides(**overrides)
 
@@ -73,7 +77,10 @@ def parse_events(raw: bytes) -> list[dict[str, Any]]:
         if isinstance(item, SSEEvent):
             data = json.loads(item.data)
             assert item.event == data["type"]
-            assert item.id == str(data["chunkIndex"])
+            assert item.id is not None
+            turn, _, index = item.id.partition(":")
+            assert index == str(data["chunkIndex"])
+            assert turn.isdigit()
             events.append(data)
     return events
 

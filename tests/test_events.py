@@ -134,11 +134,11 @@ COMMON = {"chunkIndex": 3, "elapsedMs": 250.4}
     ],
 )
 def test_exact_json_of_every_event(event: Event, expected: dict[str, Any]) -> None:
-    frame = encode_frame(3, event_type(event), to_wire(event, 3, 250.4))
+    frame = encode_frame("2:3", event_type(event), to_wire(event, 3, 250.4))
 
     id_line, event_line, data_line, blank, end = frame.decode().split("\n")
 
-    assert id_line == "id: 3"
+    assert id_line == "id: 2:3"
     assert event_line == f"event: {expected['type']}"
     assert json.loads(data_line.removeprefix("data: ")) == {**expected, **COMMON}
     assert list(json.loads(data_line.removeprefix("data: ")))[:3] == [
@@ -151,7 +151,7 @@ def test_exact_json_of_every_event(event: Event, expected: dict[str, Any]) -> No
 
 def test_data_stays_on_one_line_whatever_the_text() -> None:
     text = "line one\nline two\r\n\u2028 é 🚀"
-    frame = encode_frame(0, "text", to_wire(TextChunk(text), 0, 0.0))
+    frame = encode_frame("1:0", "text", to_wire(TextChunk(text), 0, 0.0))
 
     data_lines = [line for line in frame.split(b"\n") if line.startswith(b"data: ")]
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
 from streamchat.artifact_ids import ArtifactIds
 from streamchat.events import (
     ArtifactContent,
     Completion,
-    ErrorEvent,
     Event,
     TextChunk,
     event_type,
     to_wire,
 )
-from streamchat.pipeline import _frame, encode_events, extract_artifacts
+from streamchat.pipeline import extract_artifacts
+from streamchat.protocols import native
 from streamchat.providers.base import Stream
 from streamchat.sse import encode_frame
 from tests.conftest import parse_events
@@ -33,41 +30,34 @@ async def source(*batches: list[Event]) -> Stream[list[Event]]:
     ["Hello", 'quote " and \\ backslash', "line\nbreak\r\ttab", "é 🚀 日本 \u2028 \x00 \x1f", ""],
 )
 def test_fast_frames_are_byte_for_byte_the_general_encoding(text: str) -> None:
-    started = time.perf_counter()
     for event in (TextChunk(text), ArtifactContent(f"id-{text}", text)):
-        fast = _frame(event, 7, started)
+        fast = native.frame(3, 7, event, 250.4)
 
-        data = json.loads(fast.split(b"data: ", 1)[1])
-        general = encode_frame(7, event_type(event), to_wire(event, 7, data["elapsedMs"]))
+        general = encode_frame("3:7", event_type(event), to_wire(event, 7, 250.4))
         assert fast == general
 
 
-async def test_a_batch_becomes_one_write_and_numbering_runs_across_batches() -> None:
-    batches = source(
-        [TextChunk("a"), TextChunk("b"), TextChunk("c")],
-        [TextChunk("d")],
-        [Completion("stop", "m", "g", "conv")],
-    )
+def test_a_batch_becomes_one_write_numbered_from_its_first_index() -> None:
+    batch: list[Event] = [TextChunk("a"), TextChunk("b"), Completion("stop", "m", "g", "c", turn=2)]
 
-    writes = [data async for data in encode_events(batches, time.perf_counter())]
+    write = native.encode(2, 5, batch, [1.0, 1.0, 2.5])
 
-    assert len(writes) == 3
-    assert writes[0].count(b"\n\n") == 3
-    events = parse_events(b"".join(writes))
-    assert [e["chunkIndex"] for e in events] == [0, 1, 2, 3, 4]
-    assert [e["type"] for e in events] == ["text"] * 4 + ["completion"]
+    assert write.count(b"\n\n") == 3
+    events = parse_events(write)
+    assert [e["chunkIndex"] for e in events] == [5, 6, 7]
+    assert [e["elapsedMs"] for e in events] == [1.0, 1.0, 2.5]
+    assert events[-1]["turn"] == 2
+    assert write.startswith(b"id: 2:5\n")
 
 
-async def test_nothing_follows_the_terminal_event_and_a_missing_one_is_supplied() -> None:
-    after = source([ErrorEvent("boom", "upstream_error"), TextChunk("late")], [TextChunk("x")])
-    missing = source([TextChunk("a")])
-
-    cut = parse_events(b"".join([d async for d in encode_events(after, time.perf_counter())]))
-    supplied = parse_events(b"".join([d async for d in encode_events(missing, 0.0)]))
-
-    assert [e["type"] for e in cut] == ["error"]
-    assert [e["type"] for e in supplied] == ["text", "error"]
-    assert supplied[-1]["code"] == "internal"
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [("2:15", (2, 15)), (" 1:0 ", (1, 0)), ("15", None), ("a:b", None), ("1:2:3", None)],
+)
+def test_event_ids_parse_only_in_the_turn_colon_index_form(
+    raw: str, parsed: tuple[int, int] | None
+) -> None:
+    assert native.parse_event_id(raw) == parsed
 
 
 async def test_artifact_split_across_batches_streams_and_flushes_before_the_terminal() -> None:

@@ -348,7 +348,7 @@ def test_status_codes_map_to_error_codes() -> None:
 
 def test_parse_events_reads_our_own_frames() -> None:
     raw = (
-        b'id: 0\nevent: text\ndata: {"type":"text","chunkIndex":0,"elapsedMs":1,"content":"a",'
+        b'id: 1:0\nevent: text\ndata: {"type":"text","chunkIndex":0,"elapsedMs":1,"content":"a",'
         b'"textDelta":"a"}\n\n: ping\n\n'
     )
 

@@ -1,0 +1,51 @@
+"""streamchat's own SSE dialect: one frame per event, `id: <turn>:<chunkIndex>`.
+
+    id: 2:3
+    event: text
+    data: {"type":"text","chunkIndex":3,"elapsedMs":250.4,"content":"Hello","textDelta":"Hello"}
+
+The `id:` names one event of one turn, so a client that lost its connection can send it back as
+`Last-Event-ID` and get exactly the events after it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from streamchat.events import ArtifactContent, Event, TextChunk, event_type, to_wire
+from streamchat.sse import encode_frame
+
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+EVENT_ID = re.compile(r"^(\d{1,9}):(\d{1,9})$")
+
+
+def encode(turn: int, first: int, events: list[Event], elapsed_ms: list[float]) -> bytes:
+    """The frames of consecutive events, numbered from `first`, joined for one write."""
+    if len(events) == 1:
+        return frame(turn, first, events[0], elapsed_ms[0])
+    return b"".join(frame(turn, first + n, event, elapsed_ms[n]) for n, event in enumerate(events))
+
+
+def frame(turn: int, index: int, event: Event, elapsed: float) -> bytes:
+    # The hot paths, one per token: the same bytes as encode_frame(), a third of the work.
+    if type(event) is TextChunk:
+        text = _json_string(event.text)
+        return (
+            f'id: {turn}:{index}\nevent: text\ndata: {{"type":"text","chunkIndex":{index},'
+            f'"elapsedMs":{elapsed!r},"content":{text},"textDelta":{text}}}\n\n'
+        ).encode()
+    if type(event) is ArtifactContent:
+        artifact_id, delta = _json_string(event.artifact_id), _json_string(event.content_delta)
+        return (
+            f"id: {turn}:{index}\nevent: artifact_content\ndata: "
+            f'{{"type":"artifact_content","chunkIndex":{index},"elapsedMs":{elapsed!r},'
+            f'"artifactId":{artifact_id},"contentDelta":{delta}}}\n\n'
+        ).encode()
+    return encode_frame(f"{turn}:{index}", event_type(event), to_wire(event, index, elapsed))
+
+
+def parse_event_id(value: str) -> tuple[int, int] | None:
+    """`"2:3"` -> `(2, 3)`; None when it is not an id this dialect sent."""
+    match = EVENT_ID.match(value.strip())
+    return (int(match[1]), int(match[2])) if match else None

@@ -1,0 +1,408 @@
+"""`sqlite:///path`: conversations in one SQLite file, the durable default with nothing to install.
+
+The stdlib `sqlite3` runs on one worker thread that owns the only connection, so the event loop
+never waits on the disk and every write goes through one writer. WAL lets readers run beside it;
+`synchronous=NORMAL` in WAL mode survives a crash of the process (only a power cut can lose the
+last commits). Schema changes are migrations, applied in order at start-up and counted in
+`PRAGMA user_version`; a file written by a newer streamchat stops start-up rather than being
+misread. A turn that was running when its process died is marked interrupted on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streamchat.providers.base import Message
+from streamchat.stores.base import (
+    BegunTurn,
+    ConversationInfo,
+    LocalLocks,
+    Outcome,
+    StoredConversation,
+    StoreError,
+    cursor_of,
+    make_title,
+    parse_cursor,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Applied in order; the file's `user_version` is how many have been applied. Never edit one
+# that has shipped: add the next.
+MIGRATIONS: list[str] = [
+    # 1: conversations and their messages, each under its owner.
+    """
+    CREATE TABLE conversations (
+        owner TEXT NOT NULL,
+        id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        turns INTEGER NOT NULL DEFAULT 0,
+        running_turn INTEGER,
+        PRIMARY KEY (owner, id)
+    );
+    CREATE TABLE messages (
+        owner TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        turn INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (owner, conversation_id, seq)
+    );
+    """,
+    # 2: artifacts, interrupted turns, and an index for the most-recent-first list.
+    """
+    ALTER TABLE conversations ADD COLUMN interrupted_turn INTEGER;
+    CREATE TABLE artifacts (
+        owner TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        turn INTEGER NOT NULL,
+        artifact_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (owner, conversation_id, seq)
+    );
+    CREATE INDEX conversations_recent ON conversations (owner, updated_at, id);
+    """,
+]
+
+
+def migrate(db: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:
+    """Apply the migrations the file lacks; return how many were applied."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(migrations):
+        raise StoreError(
+            f"the database was written by a newer streamchat (schema version {version}; this "
+            f"version knows up to {len(migrations)}): upgrade streamchat or use another STORE_URL"
+        )
+    for number in range(version, len(migrations)):
+        # executescript commits first; the migration and its version bump are one transaction.
+        db.executescript(
+            f"BEGIN;\n{migrations[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+        )
+    return len(migrations) - version
+
+
+class SqliteStore:
+    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.description = f"sqlite ({path})"
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._locks = LocalLocks()
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        return None  # a local file: if it opened, it answers
+
+    def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(owner, conversation_id)
+
+    async def load(self, owner: str, conversation_id: str) -> StoredConversation | None:
+        return await self._run(self._load, owner, conversation_id)
+
+    async def begin_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        system_prompt: str,
+        user_message: str,
+        *,
+        regenerate: bool = False,
+    ) -> BegunTurn:
+        return await self._run(
+            self._begin_turn, owner, conversation_id, system_prompt, user_message, regenerate
+        )
+
+    async def append(
+        self, owner: str, conversation_id: str, turn: int, messages: list[Message]
+    ) -> None:
+        await self._run(self._append, owner, conversation_id, turn, messages, [], None)
+
+    async def end_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        turn: int,
+        messages: list[Message],
+        artifacts: list[dict[str, Any]],
+        outcome: Outcome,
+    ) -> None:
+        await self._run(self._append, owner, conversation_id, turn, messages, artifacts, outcome)
+
+    async def recent(
+        self, owner: str, limit: int, before: str | None = None
+    ) -> tuple[list[ConversationInfo], str | None]:
+        return await self._run(self._recent, owner, limit, before)
+
+    async def delete(self, owner: str, conversation_id: str) -> bool:
+        return await self._run(self._delete, owner, conversation_id)
+
+    # --- on the worker thread -----------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open")
+        return self._db
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA foreign_keys = ON")
+            applied = migrate(db)
+            if applied:
+                log.info("SQLite store %s: applied %d migration(s)", self.path, applied)
+            with _transaction(db):
+                found = db.execute(
+                    "UPDATE conversations SET interrupted_turn = running_turn, running_turn = NULL"
+                    " WHERE running_turn IS NOT NULL"
+                ).rowcount
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"cannot use the SQLite database {self.path}: {exc}") from None
+        except StoreError:
+            db.close()
+            raise
+        if found:
+            log.warning(
+                "%d turn(s) were running when the server stopped: marked interrupted", found
+            )
+        self._db = db
+
+    def _load(self, owner: str, conversation_id: str) -> StoredConversation | None:
+        db = self.db
+        row = db.execute(
+            "SELECT title, created_at, updated_at, turns, running_turn, interrupted_turn"
+            " FROM conversations WHERE owner = ? AND id = ?",
+            (owner, conversation_id),
+        ).fetchone()
+        if row is None:
+            return None
+        messages = [
+            json.loads(body)
+            for (body,) in db.execute(
+                "SELECT body FROM messages WHERE owner = ? AND conversation_id = ? ORDER BY seq",
+                (owner, conversation_id),
+            )
+        ]
+        artifacts = [
+            json.loads(body)
+            for (body,) in db.execute(
+                "SELECT body FROM artifacts WHERE owner = ? AND conversation_id = ? ORDER BY seq",
+                (owner, conversation_id),
+            )
+        ]
+        title, created, updated, turns, running, interrupted = row
+        return StoredConversation(
+            conversation_id,
+            title,
+            created,
+            updated,
+            turns,
+            running,
+            messages,
+            artifacts,
+            interrupted,
+        )
+
+    def _begin_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        system_prompt: str,
+        user_message: str,
+        regenerate: bool,
+    ) -> BegunTurn:
+        db, key, now = self.db, (owner, conversation_id), self._clock()
+        with _transaction(db):
+            row = db.execute(
+                "SELECT turns FROM conversations WHERE owner = ? AND id = ?", key
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO conversations (owner, id, title, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (*key, make_title(user_message), now, now),
+                )
+                if system_prompt:
+                    self._insert(db, key, 0, [{"role": "system", "content": system_prompt}])
+                turn = 1
+            else:
+                turn = row[0] + 1
+                if regenerate:
+                    self._drop_last_turn(db, key)
+            if not db.execute(
+                "SELECT 1 FROM messages WHERE owner = ? AND conversation_id = ? AND role = 'user'",
+                key,
+            ).fetchone():
+                db.execute(
+                    "UPDATE conversations SET title = ? WHERE owner = ? AND id = ?",
+                    (make_title(user_message), *key),
+                )
+            db.execute(
+                "UPDATE conversations SET turns = ?, running_turn = ?, interrupted_turn = NULL,"
+                " updated_at = ? WHERE owner = ? AND id = ?",
+                (turn, turn, now, *key),
+            )
+            self._insert(db, key, turn, [{"role": "user", "content": user_message}])
+            history = [
+                json.loads(body)
+                for (body,) in db.execute(
+                    "SELECT body FROM messages WHERE owner = ? AND conversation_id = ?"
+                    " ORDER BY seq",
+                    key,
+                )
+            ]
+            ids = frozenset(
+                artifact_id
+                for (artifact_id,) in db.execute(
+                    "SELECT artifact_id FROM artifacts WHERE owner = ? AND conversation_id = ?",
+                    key,
+                )
+            )
+        return BegunTurn(turn, history, ids)
+
+    def _drop_last_turn(self, db: sqlite3.Connection, key: tuple[str, str]) -> None:
+        last = db.execute(
+            "SELECT seq, turn FROM messages WHERE owner = ? AND conversation_id = ?"
+            " AND role = 'user' ORDER BY seq DESC LIMIT 1",
+            key,
+        ).fetchone()
+        if last is None:
+            return
+        seq, turn = last
+        db.execute(
+            "DELETE FROM messages WHERE owner = ? AND conversation_id = ? AND seq >= ?",
+            (*key, seq),
+        )
+        db.execute(
+            "DELETE FROM artifacts WHERE owner = ? AND conversation_id = ? AND turn >= ?",
+            (*key, turn),
+        )
+
+    def _append(
+        self,
+        owner: str,
+        conversation_id: str,
+        turn: int,
+        messages: list[Message],
+        artifacts: list[dict[str, Any]],
+        outcome: Outcome | None,
+    ) -> None:
+        db, key = self.db, (owner, conversation_id)
+        with _transaction(db):
+            row = db.execute(
+                "SELECT running_turn FROM conversations WHERE owner = ? AND id = ?", key
+            ).fetchone()
+            if row is None or row[0] != turn:
+                return  # deleted while the turn ran: nothing to add to
+            self._insert(db, key, turn, messages)
+            if artifacts:
+                start = db.execute(
+                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM artifacts"
+                    " WHERE owner = ? AND conversation_id = ?",
+                    key,
+                ).fetchone()[0]
+                db.executemany(
+                    "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (*key, start + n, turn, a["artifactId"], json.dumps(a))
+                        for n, a in enumerate(artifacts)
+                    ],
+                )
+            if outcome is not None:
+                db.execute(
+                    "UPDATE conversations SET running_turn = NULL, updated_at = ?"
+                    " WHERE owner = ? AND id = ?",
+                    (self._clock(), *key),
+                )
+
+    def _insert(
+        self, db: sqlite3.Connection, key: tuple[str, str], turn: int, messages: list[Message]
+    ) -> None:
+        if not messages:
+            return
+        start = db.execute(
+            "SELECT COALESCE(MAX(seq), -1) + 1 FROM messages"
+            " WHERE owner = ? AND conversation_id = ?",
+            key,
+        ).fetchone()[0]
+        db.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (*key, start + n, turn, m["role"], json.dumps(m, ensure_ascii=False))
+                for n, m in enumerate(messages)
+            ],
+        )
+
+    def _recent(
+        self, owner: str, limit: int, before: str | None
+    ) -> tuple[list[ConversationInfo], str | None]:
+        query = (
+            "SELECT id, title, created_at, updated_at, turns, running_turn FROM conversations"
+            " WHERE owner = ?"
+        )
+        args: list[Any] = [owner]
+        mark = parse_cursor(before) if before is not None else None
+        if mark is not None:
+            query += " AND (updated_at < ? OR (updated_at = ? AND id < ?))"
+            args += [mark[0], mark[0], mark[1]]
+        query += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+        rows = self.db.execute(query, (*args, limit + 1)).fetchall()
+        infos = [ConversationInfo(*row) for row in rows[:limit]]
+        return infos, (cursor_of(infos[-1]) if len(rows) > limit else None)
+
+    def _delete(self, owner: str, conversation_id: str) -> bool:
+        db, key = self.db, (owner, conversation_id)
+        with _transaction(db):
+            for table in ("messages", "artifacts"):
+                db.execute(f"DELETE FROM {table} WHERE owner = ? AND conversation_id = ?", key)
+            return (
+                db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", key).rowcount > 0
+            )
+
+
+class _transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

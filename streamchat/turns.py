@@ -1,0 +1,316 @@
+"""The turn runner: each turn runs in a task of its own, owned by the app, not by a request.
+
+A turn's task waits for its conversation (turns run one at a time), begins the turn in the store,
+runs the pipeline, and appends every batch of events to the turn's `TurnLog`. Responses are only
+readers of that log: the `POST` that started the turn, any number of joins, and resumes after a
+dropped connection. When the last reader leaves, the turn goes on for `RESUME_GRACE_SECONDS`
+waiting for one to come back, then is stopped. A stop (the stop route, a delete, the grace, or a
+shutdown) cancels the task where it waits; the pipeline closes the upstream response, the text
+streamed so far is stored, and the log ends with one terminal event that every reader sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamchat.conversations import Turn
+from streamchat.eventlog import RetainedLogs, TurnLog
+from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal
+from streamchat.providers.base import Stream
+from streamchat.stores.base import Outcome, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["cancelled", "abandoned", "shutting_down", "deleted"]
+Compose = Callable[[Turn, str], Stream[list[Event]]]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    owner: str
+    conversation_id: str
+    message: str
+    model: str
+    regenerate: bool = False
+
+
+class RunningTurn:
+    """A turn in flight: queued for its conversation, beginning, running or ending."""
+
+    def __init__(self, request: TurnRequest) -> None:
+        self.request = request
+        self.log = TurnLog(request.owner, request.conversation_id)
+        self.phase: Literal["queued", "beginning", "running", "ending"] = "queued"
+        self.readers = 0
+        self.stop_reason: StopReason | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
+
+    @property
+    def number(self) -> int:
+        return self.log.turn
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        store: Store,
+        compose: Compose,
+        system_prompt: str,
+        *,
+        grace_seconds: float,
+        retention_seconds: float,
+        retention_bytes: int,
+    ) -> None:
+        self.store = store
+        self.compose = compose
+        self.system_prompt = system_prompt
+        self.grace_seconds = grace_seconds
+        self.retained = RetainedLogs(retention_seconds, retention_bytes)
+        self.draining = False
+        self._running: dict[tuple[str, str], RunningTurn] = {}
+        self._inflight: set[RunningTurn] = set()
+
+    def __len__(self) -> int:
+        """Turns in flight, queued ones included."""
+        return len(self._inflight)
+
+    def start(self, request: TurnRequest) -> RunningTurn:
+        """Queue a turn; the caller attaches as its first reader before yielding to the loop."""
+        turn = RunningTurn(request)
+        self._inflight.add(turn)
+        turn.task = asyncio.create_task(self._run(turn), name="turn")
+        return turn
+
+    def running(self, owner: str, conversation_id: str) -> RunningTurn | None:
+        return self._running.get((owner, conversation_id))
+
+    def find_log(self, owner: str, conversation_id: str, number: int) -> TurnLog | None:
+        """The log of that turn, while it runs or while it is retained."""
+        turn = self._running.get((owner, conversation_id))
+        if turn is not None and turn.number == number:
+            return turn.log
+        return self.retained.get(owner, conversation_id, number)
+
+    def attach(self, turn: RunningTurn) -> None:
+        turn.readers += 1
+        if turn._grace is not None:
+            turn._grace.cancel()
+            turn._grace = None
+
+    def detach(self, turn: RunningTurn) -> None:
+        turn.readers -= 1
+        if turn.readers > 0 or turn.log.finished or turn.stop_reason is not None:
+            return
+        if self.grace_seconds <= 0:
+            self._stop(turn, "abandoned")
+        else:
+            loop = asyncio.get_running_loop()
+            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+
+    async def stop(
+        self, owner: str, conversation_id: str, reason: StopReason = "cancelled"
+    ) -> int | None:
+        """Stop the conversation's running turn; its number once it has ended, or None."""
+        turn = self._running.get((owner, conversation_id))
+        if turn is None:
+            return None
+        self._stop(turn, reason)
+        await self._wait(turn)
+        return turn.number
+
+    async def stop_all(self, owner: str, conversation_id: str, reason: StopReason) -> None:
+        """Stop every turn of a conversation, queued ones too (a delete)."""
+        mine = [
+            t
+            for t in self._inflight
+            if t.request.owner == owner and t.request.conversation_id == conversation_id
+        ]
+        for turn in mine:
+            self._stop(turn, reason)
+        for turn in mine:
+            await self._wait(turn)
+        self.retained.forget(owner, conversation_id)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Refuse new turns; give running ones `grace_seconds`, then stop them."""
+        self.draining = True
+        tasks = [t.task for t in self._inflight if t.task is not None]
+        if tasks:
+            log.info("waiting up to %.0f s for %d turn(s) to finish", grace_seconds, len(tasks))
+            await asyncio.wait(tasks, timeout=grace_seconds)
+        for turn in list(self._inflight):
+            self._stop(turn, "shutting_down")
+        for turn in list(self._inflight):
+            await self._wait(turn)
+
+    # --- inside the turn's task -------------------------------------------------------------
+
+    async def _run(self, turn: RunningTurn) -> None:
+        request = turn.request
+        key = (request.owner, request.conversation_id)
+        terminal: Terminal | None = None
+        try:
+            async with self.store.lock(*key):
+                if turn.stop_reason is not None:
+                    terminal = _terminal_for(turn, None)
+                    return
+                turn.phase = "beginning"
+                begun = await self.store.begin_turn(
+                    *key, self.system_prompt, request.message, regenerate=request.regenerate
+                )
+                state = Turn(self.store, request.owner, request.conversation_id, begun)
+                turn.log.turn = begun.number
+                turn.log.start_clock()
+                self._running[key] = turn
+                try:
+                    terminal = await self._pump(turn, state)
+                finally:
+                    turn.phase = "ending"
+                    if self._running.get(key) is turn:
+                        del self._running[key]
+                    # The partial answer is stored even when the task is being cancelled.
+                    await asyncio.shield(self._end(state, _outcome(terminal, turn)))
+        except StoreUnavailable:
+            log.warning("store unavailable during a turn of conversation %s", key[1])
+            terminal = ErrorEvent(
+                "The conversation store could not be reached. Try again in a moment.",
+                "store_unavailable",
+            )
+        except asyncio.CancelledError:
+            if turn.stop_reason is None:
+                raise
+            _uncancel()
+            terminal = _terminal_for(turn, None)
+        except Exception:
+            log.exception("turn of conversation %s failed", key[1])
+            terminal = ErrorEvent("The server failed to finish this reply.", "internal")
+        finally:
+            if terminal is None:  # only when cancelled from outside the runner
+                terminal = ErrorEvent("The server is shutting down.", "shutting_down")
+            if not turn.log.events or not isinstance(turn.log.events[-1], Terminal):
+                turn.log.append([terminal])
+            turn.log.close()
+            self._inflight.discard(turn)
+            if turn._grace is not None:
+                turn._grace.cancel()
+            if turn.log.turn:
+                self.retained.add(turn.log)
+
+    async def _pump(self, turn: RunningTurn, state: Turn) -> Terminal:
+        """Run the pipeline into the log until its terminal event; a stop ends it early."""
+        turn.phase = "running"
+        if turn.stop_reason is not None:  # stopped while it was beginning
+            return _terminal_for(turn, state)
+        append = turn.log.append
+        try:
+            async with aclosing(self.compose(state, turn.request.model)) as batches:
+                async for batch in batches:
+                    for index, event in enumerate(batch):
+                        if isinstance(event, ArtifactCompleted):
+                            state.artifacts.append(_artifact_record(event, state.number))
+                        elif isinstance(event, Terminal):
+                            append(batch[: index + 1])
+                            return event
+                    append(batch)
+        except asyncio.CancelledError:
+            if turn.stop_reason is None:
+                raise
+            _uncancel()
+            return _terminal_for(turn, state)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)
+            return ErrorEvent("The server failed to finish this reply.", "internal")
+        return ErrorEvent("The reply ended unexpectedly.", "internal")
+
+    async def _end(self, state: Turn, outcome: Outcome) -> None:
+        try:
+            await state.end(outcome)
+        except StoreUnavailable:
+            log.warning(
+                "could not store the end of turn %d of conversation %s: store unavailable",
+                state.number,
+                state.conversation_id,
+            )
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def _abandon(self, turn: RunningTurn) -> None:
+        turn._grace = None
+        if turn.readers == 0:
+            log.info(
+                "no reader came back to turn %d of conversation %s: stopped",
+                turn.number,
+                turn.request.conversation_id,
+            )
+            self._stop(turn, "abandoned")
+
+    def _stop(self, turn: RunningTurn, reason: StopReason) -> None:
+        if turn.stop_reason is not None or turn.log.finished:
+            return
+        turn.stop_reason = reason
+        # Cancel only where the task waits on something safe to abandon: the conversation's
+        # lock or the pipeline. A store write in flight finishes, and the stop is seen after it.
+        if turn.phase in ("queued", "running") and turn.task is not None:
+            turn.task.cancel()
+
+    async def _wait(self, turn: RunningTurn) -> None:
+        if turn.task is not None and not turn.task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(turn.task)
+
+
+def _terminal_for(turn: RunningTurn, state: Turn | None) -> Terminal:
+    if turn.stop_reason == "shutting_down":
+        return ErrorEvent(
+            "The server is restarting; the answer so far was kept. Send the message again "
+            "in a moment.",
+            "shutting_down",
+        )
+    request = turn.request
+    return Completion(
+        "cancelled",
+        request.model,
+        None,
+        request.conversation_id,
+        None,
+        turn=state.number if state is not None else None,
+    )
+
+
+def _outcome(terminal: Terminal | None, turn: RunningTurn) -> Outcome:
+    if isinstance(terminal, Completion):
+        return "cancelled" if terminal.finish_reason == "cancelled" else "completed"
+    if terminal is None and turn.stop_reason is None:
+        return "interrupted"
+    return "error" if terminal is not None else "cancelled"
+
+
+def _artifact_record(event: ArtifactCompleted, turn: int) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "artifactId": event.artifact_id,
+        "artifactType": event.artifact_type,
+        "title": event.title,
+        "content": event.content,
+        "turn": turn,
+    }
+    if event.language is not None:
+        record["language"] = event.language
+    if event.truncated:
+        record["truncated"] = True
+    return record
+
+
+def _uncancel() -> None:
+    """The runner asked for this cancellation itself and has handled it."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

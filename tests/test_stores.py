@@ -1,0 +1,311 @@
+"""The store protocol, run against every store: the same behaviour from memory and SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamchat.conversations import Turn
+from streamchat.events import ToolCall
+from streamchat.stores import Store, StoreError, make_store
+from streamchat.stores.memory import MemoryStore
+from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
+
+Factory = Callable[[], Store]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """Makes a store; for SQLite, every store made in a test opens the same file."""
+    clock = Clock()
+    if request.param == "memory":
+        made = MemoryStore(ttl_seconds=3600, max_conversations=100, clock=clock)
+        return lambda: made
+    return lambda: SqliteStore(str(tmp_path / "chat.db"), clock=clock)
+
+
+@pytest.fixture
+async def store(factory: Factory) -> AsyncIterator[Store]:
+    made = factory()
+    await made.open()
+    yield made
+    await made.close()
+
+
+async def run_turn(store: Store, cid: str, text: str, reply: str = "ok", owner: str = "me") -> int:
+    async with store.lock(owner, cid):
+        begun = await store.begin_turn(owner, cid, "be brief", text)
+        turn = Turn(store, owner, cid, begun)
+        turn.add_text(reply)
+        await turn.end("completed")
+        return begun.number
+
+
+async def test_a_new_conversation_stores_the_system_prompt_once(store: Store) -> None:
+    await run_turn(store, "c", "one")
+    await run_turn(store, "c", "two")
+
+    stored = await store.load("me", "c")
+
+    assert stored is not None
+    assert [m["role"] for m in stored.messages] == [
+        "system", "user", "assistant", "user", "assistant",
+    ]  # fmt: skip
+    assert stored.messages[0] == {"role": "system", "content": "be brief"}
+    assert stored.turns == 2
+    assert stored.running_turn is None
+    assert stored.title == "one"
+
+
+async def test_a_turn_is_written_as_it_goes_and_history_is_what_goes_upstream(
+    store: Store,
+) -> None:
+    await run_turn(store, "c", "first")
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "be brief", "What is 2 + 2?")
+        turn = Turn(store, "me", "c", begun)
+        assert begun.number == 2
+        assert [m["role"] for m in turn.history()] == [
+            "system", "user", "assistant", "user",
+        ]  # fmt: skip
+        running = await store.load("me", "c")
+        assert running is not None and running.running_turn == 2
+
+        turn.add_text("Let me add. ")
+        await turn.add_tool_round([ToolCall("t1", "add", '{"a":2,"b":2}')], ["4"])
+        assert [m["role"] for m in turn.history()][-2:] == ["assistant", "tool"]
+        midway = await store.load("me", "c")
+        assert midway is not None
+        assert midway.messages[-2]["tool_calls"][0]["id"] == "t1"  # stored when the round ended
+        assert midway.messages[-2]["content"] == "Let me add. "
+
+        turn.add_text("2 + 2 = 4")
+        turn.artifacts.append({"artifactId": "a1", "title": "x", "content": "y", "turn": 2})
+        await turn.end("completed")
+
+    stored = await store.load("me", "c")
+    assert stored is not None
+    assert stored.messages[-1] == {"role": "assistant", "content": "2 + 2 = 4"}
+    assert stored.artifacts == [{"artifactId": "a1", "title": "x", "content": "y", "turn": 2}]
+    assert stored.running_turn is None
+
+
+async def test_a_turn_cut_short_mid_round_never_stores_tool_calls_without_results(
+    store: Store,
+) -> None:
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "", "go")
+        turn = Turn(store, "me", "c", begun)
+        turn.add_text("partial answer")
+        # The tool round never completed: only text was streamed when the turn stopped.
+        await turn.end("cancelled")
+
+    stored = await store.load("me", "c")
+    assert stored is not None
+    assert stored.messages == [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "partial answer"},
+    ]
+    assert all("tool_calls" not in m for m in stored.messages)
+
+
+async def test_regenerate_drops_the_last_turn_and_its_artifacts(store: Store) -> None:
+    await run_turn(store, "c", "one", "first answer")
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "s", "two")
+        turn = Turn(store, "me", "c", begun)
+        turn.artifacts.append({"artifactId": "old", "title": "t", "content": "c", "turn": 2})
+        turn.add_text("bad answer")
+        await turn.end("completed")
+
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "s", "two, again", regenerate=True)
+        assert "old" not in begun.artifact_ids
+        await Turn(store, "me", "c", begun).end("completed")
+
+    stored = await store.load("me", "c")
+    assert stored is not None
+    assert [m.get("content") for m in stored.messages] == [
+        "be brief", "one", "first answer", "two, again",
+    ]  # fmt: skip
+    assert stored.artifacts == []
+    assert stored.turns == 3  # turn numbers are never reused
+
+
+async def test_owners_never_see_each_others_conversations(store: Store) -> None:
+    await run_turn(store, "shared-id", "mine", owner="alice")
+    await run_turn(store, "shared-id", "theirs", owner="bob")
+
+    alice = await store.load("alice", "shared-id")
+    assert alice is not None
+    assert [m.get("content") for m in alice.messages][1] == "mine"
+    assert await store.delete("carol", "shared-id") is False
+    assert await store.load("alice", "shared-id") is not None
+    page, _ = await store.recent("bob", 10)
+    assert [(c.id, c.title) for c in page] == [("shared-id", "theirs")]
+
+
+async def test_the_list_is_most_recent_first_and_pages_with_a_cursor(store: Store) -> None:
+    for n in range(5):
+        await run_turn(store, f"c{n}", f"message {n}")
+    await run_turn(store, "c1", "used again")
+
+    first, cursor = await store.recent("me", 2)
+    assert [c.id for c in first] == ["c1", "c4"]
+    assert cursor is not None
+    second, cursor = await store.recent("me", 2, cursor)
+    assert [c.id for c in second] == ["c3", "c2"]
+    third, cursor = await store.recent("me", 2, cursor)
+    assert [c.id for c in third] == ["c0"]
+    assert cursor is None
+    assert first[0].turns == 2
+    assert first[0].title == "message 1"
+
+
+async def test_delete_forgets_and_is_idempotent(store: Store) -> None:
+    await run_turn(store, "c", "hi")
+
+    assert await store.delete("me", "c") is True
+    assert await store.delete("me", "c") is False
+    assert await store.load("me", "c") is None
+    assert (await store.recent("me", 10))[0] == []
+
+
+async def test_writes_of_a_turn_whose_conversation_was_deleted_go_nowhere(store: Store) -> None:
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "", "hi")
+        await store.delete("me", "c")
+        turn = Turn(store, "me", "c", begun)
+        await turn.add_tool_round([ToolCall("t", "add", "{}")], ["1"])
+        turn.add_text("late")
+        await turn.end("completed")
+
+    assert await store.load("me", "c") is None
+
+
+# --- SQLite: durability, migrations, interrupted turns -----------------------------------------
+
+
+async def test_sqlite_keeps_conversations_across_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    first = SqliteStore(path)
+    await first.open()
+    await run_turn(first, "c", "remember me", "I will")
+    await first.close()
+
+    second = SqliteStore(path)
+    await second.open()
+    stored = await second.load("me", "c")
+    await second.close()
+
+    assert stored is not None
+    assert [m.get("content") for m in stored.messages][1:] == ["remember me", "I will"]
+
+
+async def test_sqlite_marks_a_turn_that_died_with_its_process_interrupted(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    first = SqliteStore(path)
+    await first.open()
+    begun = await first.begin_turn("me", "c", "", "never finished")
+    await first.append("me", "c", begun.number, [{"role": "assistant", "content": None}])
+    await first.close()  # no end_turn: as if the process had been killed
+
+    second = SqliteStore(path)
+    await second.open()
+    stored = await second.load("me", "c")
+    await second.close()
+
+    assert stored is not None
+    assert stored.running_turn is None
+    assert stored.interrupted_turn == 1
+
+
+async def test_sqlite_migrates_a_file_from_an_older_schema(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, MIGRATIONS[:1])
+    db.execute("INSERT INTO conversations VALUES ('me', 'c', 'old', 1.0, 2.0, 1, NULL)")
+    db.execute(
+        "INSERT INTO messages VALUES ('me', 'c', 0, 1, 'user', ?)",
+        ('{"role": "user", "content": "from v1"}',),
+    )
+    db.close()
+
+    store = SqliteStore(str(path))
+    await store.open()
+    stored = await store.load("me", "c")
+    number = await run_turn(store, "c", "after the upgrade")
+    await store.close()
+
+    assert stored is not None
+    assert stored.messages == [{"role": "user", "content": "from v1"}]
+    assert stored.interrupted_turn is None and stored.artifacts == []
+    assert number == 2
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == len(MIGRATIONS)
+
+
+async def test_sqlite_refuses_a_file_from_a_newer_streamchat(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+
+    store = SqliteStore(str(path))
+    with pytest.raises(StoreError, match="newer streamchat"):
+        await store.open()
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:///x.db", SqliteStore),
+        ("sqlite:////tmp/x.db", SqliteStore),
+        ("memory://", MemoryStore),
+    ],
+)
+def test_store_urls_name_their_store(url: str, kind: Any) -> None:
+    made = make_store(url, ttl_seconds=1, max_conversations=1)
+    assert isinstance(made, kind)
+    if isinstance(made, SqliteStore):
+        assert made.path == url.removeprefix("sqlite:///")
+
+
+@pytest.mark.parametrize("url", ["postgres://x", "sqlite:///", "nonsense"])
+def test_a_bad_store_url_is_one_clear_error(url: str) -> None:
+    with pytest.raises(StoreError, match="STORE_URL"):
+        make_store(url, ttl_seconds=1, max_conversations=1)
+
+
+# --- memory: bounded ----------------------------------------------------------------------------
+
+
+async def test_the_memory_store_evicts_the_least_recently_used_past_its_cap() -> None:
+    store = MemoryStore(ttl_seconds=3600, max_conversations=2, clock=Clock())
+    for cid in ("a", "b", "c"):
+        await run_turn(store, cid, "hi")
+
+    assert await store.load("me", "a") is None
+    assert len(store) == 2
+
+
+async def test_the_memory_store_never_evicts_a_conversation_with_a_turn_running() -> None:
+    store = MemoryStore(ttl_seconds=3600, max_conversations=1, clock=Clock())
+    async with store.lock("me", "busy"):
+        await store.begin_turn("me", "busy", "", "long")
+        await run_turn(store, "other", "hi")
+        assert await store.load("me", "busy") is not None
