@@ -1,27 +1,53 @@
-"""Start streamchat: load `.env`, read the settings, run the server. Nothing else lives here."""
+"""Start streamchat: load `.env`, read the settings, serve until SIGTERM or Ctrl-C, then drain."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
 import logging
+import signal
 import sys
+from dataclasses import fields
+from pathlib import Path
 
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
 from streamchat.backends import choose_backend, describe_backend
 from streamchat.settings import Settings, SettingsError
-from streamchat.web import create_app
+from streamchat.stores import StoreError
+from streamchat.web import STORE, create_app, drain
+
+SECRETS = {"openrouter_api_key"}
+
+
+def settings_help() -> str:
+    """Every setting with its default, for `--help`."""
+    defaults = Settings()
+    lines = ["settings (environment variables, also read from .env):"]
+    for field in fields(Settings):
+        value = "" if field.name in SECRETS else str(getattr(defaults, field.name))
+        if "\n" in value:
+            value = value.split("\n", 1)[0][:40] + " ..."
+        lines.append(f"  {field.name.upper():34} default: {value or '(empty)'}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="streamchat: a streaming chat API server")
+    dotenv = find_dotenv(usecwd=True)
+    where = dotenv or str(Path.cwd() / ".env") + " (not present)"
+    parser = argparse.ArgumentParser(
+        description="streamchat: a streaming chat API server",
+        epilog=f"{settings_help()}\n\n.env is read from: {where}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: $PORT or 5282)")
     args = parser.parse_args(argv)
 
     # The .env of the folder the server is started from (or the nearest one above it).
-    load_dotenv(find_dotenv(usecwd=True))
+    load_dotenv(dotenv)
     try:
         settings = Settings.from_env().with_overrides(host=args.host, port=args.port)
         backend = choose_backend(settings)
@@ -32,18 +58,56 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
-    for line in describe_backend(settings, backend):
-        print(f"  {line}", flush=True)
-    web.run_app(
-        create_app(settings, backend=backend),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        handler_cancellation=True,  # a client that leaves cancels its turn at once
+    try:
+        app = create_app(settings, backend=backend)
+    except StoreError as exc:
+        print(f"streamchat: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(app, settings, describe_backend(settings, backend)))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(app: web.Application, settings: Settings, about: list[str]) -> int:
+    """Listen, say where, wait for SIGTERM or SIGINT, drain the running turns, stop: exit 0."""
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a client that leaves stops reading its turn at once
         shutdown_timeout=5.0,
     )
+    try:
+        await runner.setup()
+    except StoreError as exc:
+        print(f"streamchat: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 2
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(
+            f"streamchat: cannot listen on {settings.host}:{settings.port}: {reason} "
+            "(set PORT, or --port, to another port)",
+            file=sys.stderr,
+        )
+        await runner.cleanup()
+        return 1
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
+    for line in [*about, f"store: {app[STORE].description}"]:
+        print(f"  {line}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("streamchat: shutting down; running turns may finish first", flush=True)
+    # Drain while still listening: new turns get 503 and /health says so meanwhile.
+    await drain(app)
+    await runner.cleanup()
     return 0
 
 

@@ -1,0 +1,164 @@
+"""`python app.py` as a user runs it: the SQLite store across restarts, SIGTERM, and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import parse_events
+from tests.fake_upstream import FakeUpstream, paced, text_reply
+from tests.test_clients import ROOT, free_port
+
+Start = Callable[..., Awaitable["Server"]]
+
+
+class Server:
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+        self.output = b""
+
+    async def wait(self) -> int:
+        assert self.process.stdout is not None
+        rest = await asyncio.wait_for(self.process.stdout.read(), 15)
+        self.output += rest
+        return await self.process.wait()
+
+
+@pytest.fixture
+async def start(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start]:
+    """Starts `python app.py` in tmp_path (its SQLite file lives there) against the fake."""
+    servers: list[Server] = []
+
+    async def run(**env: str) -> Server:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "OPENROUTER_API_KEY": "sk-test",
+                "OPENROUTER_BASE_URL": upstream.base_url,
+                "SHUTDOWN_GRACE_SECONDS": "1",
+                **env,
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        server = Server(process, f"http://127.0.0.1:{port}")
+        servers.append(server)
+        assert process.stdout is not None
+        while b"store:" not in server.output:
+            line = await asyncio.wait_for(process.stdout.readline(), 20)
+            assert line, server.output.decode()
+            server.output += line
+        return server
+
+    yield run
+    for server in servers:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+async def turn(session: aiohttp.ClientSession, url: str, message: str) -> list[dict[str, Any]]:
+    body = {"message": message, "conversationId": "c"}
+    async with session.post(f"{url}/api/stream", json=body) as response:
+        return parse_events(await response.read())
+
+
+async def test_conversations_survive_a_restart(
+    start: Start, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    first = await start()
+    assert b"store: sqlite (streamchat.db)" in first.output
+    upstream.add(text_reply("Nice to meet you, Ada."), text_reply("Your name is Ada."))
+    async with aiohttp.ClientSession() as session:
+        await turn(session, first.url, "My name is Ada.")
+        first.process.send_signal(signal.SIGTERM)
+        assert await first.wait() == 0
+
+        second = await start()
+        async with session.get(f"{second.url}/api/conversation/c") as response:
+            stored = await response.json()
+        events = await turn(session, second.url, "What is my name?")
+
+    assert (tmp_path / "streamchat.db").exists()
+    assert [m["content"] for m in stored["messages"][1:]] == [
+        "My name is Ada.",
+        "Nice to meet you, Ada.",
+    ]
+    assert events[-1]["turn"] == 2
+    sent = [m["content"] for m in upstream.requests[-1]["messages"][1:]]
+    assert sent == ["My name is Ada.", "Nice to meet you, Ada.", "What is my name?"]
+
+
+async def test_sigterm_drains_running_turns_then_exits_0(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    server = await start()
+    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
+    async with aiohttp.ClientSession() as session:
+        body = {"message": "go on", "conversationId": "c"}
+        async with session.post(f"{server.url}/api/stream", json=body) as response:
+            await response.content.readuntil(b"\n\n")
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with session.get(f"{server.url}/health") as health:
+                health_status, health_body = health.status, await health.json()
+            async with session.post(f"{server.url}/api/stream", json=body) as refused:
+                refused_status = refused.status
+                refused_body = await refused.json()
+                retry_after = refused.headers.get("Retry-After")
+            rest = parse_events(await response.read())
+    code = await server.wait()
+
+    assert health_status == 503
+    assert health_body["status"] == "shutting_down"
+    assert refused_status == 503
+    assert refused_body["error"]["code"] == "shutting_down"
+    assert retry_after is not None
+    assert rest[-1]["type"] == "error"
+    assert rest[-1]["code"] == "shutting_down"
+    assert code == 0
+    assert upstream.disconnected.is_set()
+
+
+async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_it(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    server = await start()
+    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
+    async with aiohttp.ClientSession() as session:
+        body = {"message": "go on", "conversationId": "c"}
+        async with session.post(f"{server.url}/api/stream", json=body) as response:
+            await response.content.readuntil(b"\n\n")
+            server.process.kill()
+            await server.process.wait()
+
+        again = await start()
+        async with session.get(f"{again.url}/api/conversation/c") as got:
+            stored = await got.json()
+        headers = {"Last-Event-ID": "1:0"}
+        async with session.get(f"{again.url}/api/conversation/c/stream", headers=headers) as got:
+            told = parse_events(await got.read())
+        upstream.add(text_reply("fine"))
+        events = await turn(session, again.url, "still there?")
+
+    assert stored["runningTurn"] is None
+    assert [m["role"] for m in stored["messages"]] == ["system", "user"]
+    assert told[0]["code"] == "interrupted"
+    assert events[-1]["type"] == "completion"
+    assert json.dumps(upstream.requests[-1]["messages"]).count('"role": "user"') == 2
