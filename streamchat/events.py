@@ -1,10 +1,11 @@
 """The values that flow through a turn: what a provider yields, and the events a client receives.
 
 Providers yield `ModelDelta`s (`TextChunk`, `ToolCall`, `Finish`). Every later stage of the
-pipeline yields `Event`s, the types of SPEC.md section 2, and `to_wire()` turns one into the
-camelCase dict of its `data:` line. They are frozen, slotted dataclasses rather than pydantic
-models: one is built per token, and a dataclass plus one `json.dumps` costs a fraction of a
-pydantic model with aliases. This module imports nothing from the package, so cycles cannot form.
+pipeline yields `Event`s, the event types of the README's API reference, and `to_wire()` turns
+one into the camelCase dict of its `data:` line. They are frozen, slotted dataclasses rather than
+pydantic models: one is built per token, and a dataclass plus one `json.dumps` costs a fraction
+of a pydantic model with aliases. This module imports nothing from the package, so cycles cannot
+form.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ Terminal = Completion | ErrorEvent
 
 
 def event_type(event: Event) -> str:
-    """The SPEC.md name of an event: the `type` field and the SSE `event:` line."""
+    """The wire name of an event: the `type` field and the SSE `event:` line."""
     return _TYPE_NAMES[type(event)]
 
 

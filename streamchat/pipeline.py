@@ -77,6 +77,13 @@ async def run_tools(
                     if texts:
                         yield texts
         except UpstreamError as exc:
+            # The one place an upstream failure is logged: the client only gets `exc.message`.
+            log.warning(
+                "upstream failed in conversation %s: %s (%s)",
+                turn.conversation.id,
+                exc.code,
+                exc.detail,
+            )
             yield [ErrorEvent(exc.message, exc.code)]
             return
         if finish.usage is not None:

@@ -48,7 +48,7 @@ class Settings:
     backend: str = "auto"
     openrouter_api_key: str = ""
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    default_model: str = "google/gemini-2.0-flash-exp"
+    default_model: str = "google/gemini-2.5-flash"
     host: str = "127.0.0.1"
     port: int = 5282
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

@@ -12,11 +12,11 @@ from streamchat.settings import DEFAULT_SYSTEM_PROMPT, Settings, SettingsError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_match_the_spec() -> None:
+def test_defaults_are_the_documented_ones() -> None:
     settings = Settings.from_env({})
 
     assert settings.openrouter_base_url == "https://openrouter.ai/api/v1"
-    assert settings.default_model == "google/gemini-2.0-flash-exp"
+    assert settings.default_model == "google/gemini-2.5-flash"
     assert (settings.host, settings.port) == ("127.0.0.1", 5282)
     assert settings.max_message_chars == 32_000
     assert settings.ping_interval_seconds == 15
@@ -30,7 +30,7 @@ def test_environment_values_are_typed_and_empty_ones_keep_the_default() -> None:
 
     assert settings.port == 8080
     assert settings.upstream_read_timeout_seconds == 2.5
-    assert settings.default_model == "google/gemini-2.0-flash-exp"
+    assert settings.default_model == "google/gemini-2.5-flash"
     assert settings.host == "::"
     assert settings.chat_completions_url == "https://openrouter.ai/api/v1/chat/completions"
 

@@ -1,18 +1,28 @@
-"""Upstream handling (SPEC.md section 6) through the whole app, against the fake upstream."""
+"""Upstream handling through the whole app, against the fake upstream: the wire format,
+errors mapped to codes and to messages a person can read, retries, time-outs and aborts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from streamchat.events import TextChunk, ToolCall
-from streamchat.providers.openai_compat import RoundAssembler, code_for_status
-from tests.conftest import MakeClient, parse_events, stream
+from streamchat.providers.openai_compat import (
+    RoundAssembler,
+    code_for_status,
+    person_message,
+    shown_to_person,
+)
+from streamchat.providers.unconfigured import UnconfiguredProvider
+from tests.conftest import MakeClient, StreamReply, parse_events, stream
 from tests.fake_upstream import (
     DONE,
     PROCESSING,
@@ -28,6 +38,21 @@ from tests.fake_upstream import (
 )
 
 Client = TestClient[Any, Any]
+
+LOGGED = "upstream failed in conversation"
+
+
+def failure_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(LOGGED)]
+
+
+def assert_nothing_internal_reaches_the_client(reply: StreamReply, *secrets: str) -> None:
+    """No address, port, exception name or raw body in what the client received."""
+    raw = reply.raw.decode()
+    for secret in secrets:
+        assert secret not in raw
+    for marker in ("http://", "https://", "127.0.0.1", "Traceback", "Error(", "errno", "<html"):
+        assert marker not in raw
 
 
 async def test_comments_are_skipped_and_done_ends_the_round(
@@ -98,7 +123,10 @@ async def test_mid_stream_error_object_becomes_error_event(
     reply = await stream(client, "fail midway", conversationId="mid")
 
     assert reply.types == ["text", "error"]
-    assert reply.events[-1]["message"] == "Provider returned error: overloaded"
+    # The provider's own explanation is safe (no address, no internals): it is shown.
+    assert reply.events[-1]["message"].endswith(
+        "The provider said: Provider returned error: overloaded"
+    )
     assert reply.events[-1]["code"] == "upstream_error"
 
 
@@ -112,7 +140,8 @@ async def test_invalid_model_400_becomes_invalid_model(
 
     assert reply.status == 200
     assert reply.types == ["error"]
-    assert reply.events[0] == {**reply.events[0], "code": "invalid_model", "message": message}
+    assert reply.events[0]["code"] == "invalid_model"
+    assert reply.events[0]["message"] == "The model 'nope/model' is not available."
 
 
 async def test_401_becomes_upstream_auth(client: Client, upstream: FakeUpstream) -> None:
@@ -121,16 +150,31 @@ async def test_401_becomes_upstream_auth(client: Client, upstream: FakeUpstream)
     reply = await stream(client, "hi")
 
     assert reply.events[0]["code"] == "upstream_auth"
-    assert reply.events[0]["message"] == "No auth credentials found"
+    assert reply.events[0]["message"] == "The model provider rejected the API key."
     assert len(upstream.requests) == 1  # never retried
 
 
-async def test_402_becomes_insufficient_credits(client: Client, upstream: FakeUpstream) -> None:
+async def test_402_becomes_insufficient_credits_with_the_upstreams_words(
+    client: Client, upstream: FakeUpstream
+) -> None:
     upstream.add(HttpError(402, {"error": {"message": "Insufficient credits", "code": 402}}))
 
     reply = await stream(client, "hi")
 
     assert reply.events[0]["code"] == "insufficient_credits"
+    assert reply.events[0]["message"].endswith("The provider said: Insufficient credits")
+
+
+async def test_402_whose_text_holds_a_url_shows_only_our_sentence(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    said = "Insufficient credits. To increase, visit https://openrouter.ai/settings/credits"
+    upstream.add(HttpError(402, {"error": {"message": said, "code": 402}}))
+
+    reply = await stream(client, "hi")
+
+    assert reply.events[0]["code"] == "insufficient_credits"
+    assert reply.events[0]["message"] == person_message("insufficient_credits")
 
 
 async def test_429_is_retried_after_retry_after(client: Client, upstream: FakeUpstream) -> None:
@@ -158,7 +202,9 @@ async def test_429_beyond_retries_becomes_rate_limited(
 
     assert reply.types == ["error"]
     assert reply.events[0]["code"] == "rate_limited"
-    assert reply.events[0]["message"] == "Rate limit exceeded"
+    assert reply.events[0]["message"] == (
+        "The model provider is busy (rate limited). Try again in a moment."
+    )
     assert len(upstream.requests) == 2
 
 
@@ -184,8 +230,7 @@ async def test_502_is_retried_then_reported(
 
     assert len(upstream.requests) == 2
     assert reply.events[0]["code"] == "upstream_error"
-    assert "502" in reply.events[0]["message"]
-    assert "Bad Gateway" in reply.events[0]["message"]
+    assert reply.events[0]["message"] == person_message("upstream_error")
 
 
 async def test_dropped_connection_becomes_error_event(
@@ -245,6 +290,9 @@ async def test_unreachable_upstream_is_reported(make_client: MakeClient) -> None
 
     assert reply.types == ["error"]
     assert reply.events[0]["code"] == "upstream_unreachable"
+    assert reply.events[0]["message"] == (
+        "The model provider could not be reached. Try again in a moment."
+    )
 
 
 async def test_failed_turn_leaves_a_history_the_next_turn_can_send(
@@ -371,3 +419,121 @@ async def test_more_concurrent_streams_than_aiohttps_default_connection_limit(
 
     assert upstream.most_active == streams
     assert all(body.count(b"event: completion") == 1 for body in bodies)
+
+
+INTERNAL = "connect ECONNREFUSED 10.0.0.7:443 (https://internal.example/v1) ConnectionRefusedError"
+
+# Each failure: the fake upstream's replies, settings, and what the server log must say.
+FAILURES: dict[str, tuple[list[Any], dict[str, Any], str]] = {
+    "unreachable": ([], {"openrouter_base_url": "http://127.0.0.1:9/api/v1"}, "127.0.0.1:9"),
+    "401": (
+        [HttpError(401, {"error": {"message": "No auth credentials found", "code": 401}})],
+        {},
+        "No auth credentials found",
+    ),
+    "502-page": (
+        [HttpError(502, f"<html>Traceback: {INTERNAL}</html>")],
+        {"upstream_max_retries": 0},
+        INTERNAL,
+    ),
+    "400-internal-text": (
+        [HttpError(400, {"error": {"message": INTERNAL}})],
+        {},
+        INTERNAL,
+    ),
+    "error-object": (
+        [
+            [
+                Send(chunk({"content": "Hi"})),
+                Send(b'data: {"error": {"message": "%s"}}\n\n' % INTERNAL.encode()),
+            ]
+        ],
+        {},
+        INTERNAL,
+    ),
+    "not-json": ([[Send(b"data: <html>" + INTERNAL.encode() + b"\n\n")]], {}, "10.0.0.7:443"),
+    "dropped": ([[Send(chunk({"content": "Hi"})), Sleep(0.05), Drop()]], {}, "{upstream}"),
+    "stalled": (
+        [[Send(chunk({"content": "Hi"})), Sleep(5)]],
+        {"upstream_read_timeout_seconds": 0.3},
+        "{upstream}",
+    ),
+    "no-headers": ([Silent(5)], {"upstream_read_timeout_seconds": 0.3}, "{upstream}"),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+async def test_an_upstream_failure_shows_a_person_no_internals_and_logs_them_once(
+    failure: str,
+    make_client: MakeClient,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    replies, overrides, logged = FAILURES[failure]
+    upstream.add(*replies)
+    client = await make_client(**overrides)
+    address = urlsplit(upstream.base_url).netloc
+
+    with caplog.at_level(logging.WARNING):
+        reply = await stream(client, "hi", conversationId="conv-err")
+
+    assert reply.types[-1] == "error"
+    assert "model provider" in reply.events[-1]["message"]
+    assert_nothing_internal_reaches_the_client(reply, address, "10.0.0.7", "ECONNREFUSED")
+    logs = failure_logs(caplog)
+    assert len(logs) == 1
+    assert "conv-err" in logs[0]
+    assert reply.events[-1]["code"] in logs[0]
+    assert logged.format(upstream=address) in logs[0]
+
+
+def test_upstream_words_are_shown_only_when_safe() -> None:
+    assert shown_to_person("Insufficient credits") == "Insufficient credits"
+    assert shown_to_person("  Provider returned\terror:  overloaded ") == (
+        "Provider returned error: overloaded"
+    )
+    for unsafe in (
+        "see https://openrouter.ai/settings/credits",
+        "upstream at localhost:8080 failed",
+        "from 192.168.1.20",
+        "bound to [::1]",
+        "ClientConnectorError: cannot connect",
+        "[Errno 111] Connection refused",
+        "Traceback (most recent call last)",
+        "<html>Bad Gateway</html>",
+        "line one\nline two",
+        "x" * 400,
+    ):
+        assert shown_to_person(unsafe) == "", unsafe
+
+
+def test_person_messages_name_the_model_and_keep_the_401_text_out() -> None:
+    assert person_message("invalid_model", model="x/y") == "The model 'x/y' is not available."
+    assert person_message("upstream_auth", said="Bad key abc", status=401) == (
+        "The model provider rejected the API key."
+    )
+    assert person_message("upstream_auth", said="Input was flagged", status=403) == (
+        "The model provider refused this request. The provider said: Input was flagged"
+    )
+    assert person_message("rate_limited", said="Slow down", status=429) == (
+        "The model provider is busy (rate limited). Try again in a moment."
+    )
+
+
+async def test_no_key_in_a_container_says_docker_run_e(make_client: MakeClient) -> None:
+    client = await make_client(UnconfiguredProvider(in_container=True))
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.events[0]["code"] == "no_api_key"
+    assert "-e OPENROUTER_API_KEY=" in reply.events[0]["message"]
+    assert ".env" not in reply.events[0]["message"]
+
+
+async def test_no_key_outside_a_container_points_at_env(make_client: MakeClient) -> None:
+    client = await make_client(UnconfiguredProvider(in_container=False))
+
+    reply = await stream(client, "Hello!")
+
+    assert "OPENROUTER_API_KEY" in reply.events[0]["message"]
+    assert ".env" in reply.events[0]["message"]

@@ -46,13 +46,21 @@ class ModelRequest:
 
 
 class UpstreamError(Exception):
-    """A failure to tell the client about: `code` for programs, the message for people."""
+    """A failure to tell the client about: `code` for programs, `message` for people.
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    `message` reaches the client, so it never holds a URL, host, port or exception text;
+    `detail` is the internal cause (the address called, the exception, the upstream's raw
+    answer) and goes only to the server log.
+    """
+
+    def __init__(
+        self, code: str, message: str, status: int | None = None, *, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.detail = detail or message
 
 
 class Provider(Protocol):

@@ -124,7 +124,8 @@ class LocalProvider:
                 self._generate(request, emit, stop)
         except Exception as exc:
             log.exception("local model failed")
-            emit(UpstreamError("local_model_error", f"The local model failed: {exc}"))
+            message = "The offline model failed to answer. Try again in a moment."
+            emit(UpstreamError("local_model_error", message, detail=repr(exc)))
         finally:
             emit(_END)
 

@@ -4,7 +4,8 @@ The wire format stays in this module. `RoundAssembler` is its sans-IO half: it t
 JSON chunks of one streamed reply and gives back text deltas, the round's tool calls (fragments
 joined by `index`) and its `Finish`. `OpenAICompatProvider` is the I/O half: it opens the request
 on the app's one `ClientSession`, retries 429 and 5xx before any token, and turns every failure
-into an `UpstreamError` with the upstream's own message.
+into an `UpstreamError`: a sentence for a person in `message` (`person_message()`), the address,
+exception and upstream's raw answer in `detail`, for the server log only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,6 +30,59 @@ from streamchat.sse import SSEComment, SSEDecoder, SSEEvent
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_BODY = 64 * 1024
+
+# What a person reads for each error code. The upstream's raw answer goes to the log instead.
+_MESSAGES = {
+    "upstream_unreachable": "The model provider could not be reached. Try again in a moment.",
+    "timeout": "The model provider did not answer in time. Try again in a moment.",
+    "rate_limited": "The model provider is busy (rate limited). Try again in a moment.",
+    "upstream_auth": "The model provider rejected the API key.",
+    "insufficient_credits": "The model provider account has too few credits for this request.",
+    "invalid_request": "The model provider refused the request.",
+    "request_too_large": "The conversation is too long for the model. Start a new conversation.",
+    "upstream_error": "The model provider had a problem. Try again in a moment.",
+}
+# The upstream's own words are shown only when they cannot leak an address or an internal:
+# one short line, without a URL, a host:port, an IP address, markup or exception names.
+_UNSAFE = re.compile(
+    r"://|www\.|\b\d{1,3}(?:\.\d{1,3}){3}\b|\[[0-9a-f:]*:[0-9a-f:]*\]|\b[\w.-]+:\d{2,5}\b"
+    r"|[<>{}\\]|errno|traceback|exception",
+    re.IGNORECASE,
+)
+_EXCEPTION_NAME = re.compile(r"\b[A-Z]\w*Error\b")
+_MAX_SHOWN = 300
+
+
+def shown_to_person(said: str) -> str:
+    """The upstream's message when it is safe and short enough to show a person, else ''."""
+    text = " ".join(said.split())
+    if not text or len(text) > _MAX_SHOWN or "\n" in said.strip():
+        return ""
+    if _UNSAFE.search(text) or _EXCEPTION_NAME.search(text):
+        return ""
+    return text
+
+
+def person_message(
+    code: str, *, said: str = "", status: int | None = None, model: str | None = None
+) -> str:
+    """The `error` event's message for a person.
+
+    The upstream's own words (`said`) are added, when `shown_to_person()` lets them through, for
+    the refusals a person can act on: a bad request (400), too few credits (402), a refused one
+    (403, e.g. flagged by moderation) and an error object inside the stream (`status` None).
+    Never for 401 (the key is the operator's business), 429 or 5xx (proxy pages, retry noise).
+    """
+    if code == "invalid_model":
+        name = (model or "").strip()[:100]
+        base = f"The model '{name}' is not available." if name else "The model is not available."
+    elif status == 403:
+        base = "The model provider refused this request."
+    else:
+        base = _MESSAGES.get(code, _MESSAGES["upstream_error"])
+    explained = status in (None, 400, 402, 403) and code != "invalid_model"
+    words = shown_to_person(said) if explained else ""
+    return f"{base} The provider said: {words}" if words else base
 
 
 def code_for_status(status: int, message: str = "") -> str:
@@ -66,7 +121,7 @@ class RoundAssembler:
     def feed(self, chunk: dict[str, Any]) -> TextChunk | None:
         """One decoded `data:` object; the text it adds, if any. Raises for an error object."""
         if isinstance(chunk.get("error"), dict):
-            raise _stream_error(chunk["error"])
+            raise _stream_error(chunk["error"], chunk.get("model") or self.model)
         self.model = chunk.get("model") or self.model
         self.id = chunk.get("id") or self.id
         if isinstance(chunk.get("usage"), dict):
@@ -78,7 +133,11 @@ class RoundAssembler:
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
             if self.finish_reason == "error":
-                raise UpstreamError("upstream_error", "The model stopped with an error")
+                raise UpstreamError(
+                    "upstream_error",
+                    "The model stopped with an error. Try again in a moment.",
+                    detail="finish_reason 'error' without an error object",
+                )
         delta = choice.get("delta") or {}
         for fragment in delta.get("tool_calls") or []:
             self._add_fragment(fragment)
@@ -125,11 +184,15 @@ def _usage(raw: dict[str, Any]) -> Usage:
     )
 
 
-def _stream_error(error: dict[str, Any]) -> UpstreamError:
-    message = str(error.get("message") or "The upstream reported an error")
-    status = error.get("code")
-    code = code_for_status(status, message) if isinstance(status, int) else "upstream_error"
-    return UpstreamError(code, message, status if isinstance(status, int) else None)
+def _stream_error(error: dict[str, Any], model: str | None) -> UpstreamError:
+    said = str(error.get("message") or "")
+    raw_status = error.get("code")
+    status = raw_status if isinstance(raw_status, int) else None
+    code = code_for_status(status, said) if status is not None else "upstream_error"
+    # An error object in the stream carries the provider's explanation: shown when it is safe.
+    message = person_message(code, said=said, model=model)
+    detail = f"error object in the stream: {json.dumps(error, ensure_ascii=False)[:1000]}"
+    return UpstreamError(code, message, status, detail=detail)
 
 
 class OpenAICompatProvider:
@@ -175,11 +238,15 @@ class OpenAICompatProvider:
                         yield batch
                     if done:
                         break
-            except aiohttp.ClientError:
+            except aiohttp.ClientError as exc:
                 if watch.fired:
                     raise self._stalled() from None
                 raise UpstreamError(
-                    "upstream_error", "The connection to the upstream dropped mid-stream"
+                    "upstream_error",
+                    "The connection to the model provider dropped before the reply was "
+                    "complete. Try again in a moment.",
+                    detail=f"{self._settings.chat_completions_url} dropped mid-stream: "
+                    f"{type(exc).__name__}: {exc}",
                 ) from None
             if not done:
                 tail: list[ModelDelta] = []
@@ -188,7 +255,9 @@ class OpenAICompatProvider:
                     yield tail
             if not done and assembler.finish_reason is None:
                 raise UpstreamError(
-                    "upstream_error", "The upstream stream ended before the reply was complete"
+                    "upstream_error",
+                    "The model provider's reply ended before it was complete. Try again.",
+                    detail="the stream ended without a finish_reason or [DONE]",
                 )
             finished = True
             yield [*assembler.tool_calls(), assembler.finish()]
@@ -222,21 +291,29 @@ class OpenAICompatProvider:
                 return response
             try:
                 async with asyncio.timeout(self._settings.upstream_read_timeout_seconds):
-                    message = await _error_message(response)
+                    said, raw = await _error_body(response)
             except TimeoutError:
-                message = f"Upstream answered {response.status}"
+                said, raw = "", "(the error body did not arrive in time)"
             response.release()
             status = response.status
             delay = self._retry_delay(response, attempt)
             if delay is None:
-                raise UpstreamError(code_for_status(status, message), message, status)
+                code = code_for_status(status, said or raw)
+                message = person_message(code, said=said, status=status, model=request.model)
+                detail = f"{self._settings.chat_completions_url} answered {status}: {raw}"
+                raise UpstreamError(code, message, status, detail=detail)
             log.warning("upstream answered %s; retrying in %.2f s", status, delay)
             await asyncio.sleep(delay)
             attempt += 1
 
     def _stalled(self) -> UpstreamError:
         seconds = self._settings.upstream_read_timeout_seconds
-        return UpstreamError("timeout", f"The upstream sent nothing for {seconds:g} s")
+        return UpstreamError(
+            "timeout",
+            f"The model provider stopped sending for {seconds:g} s, so the reply was cut "
+            "short. Try again in a moment.",
+            detail=f"{self._settings.chat_completions_url} sent nothing for {seconds:g} s",
+        )
 
     async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         url = self._settings.chat_completions_url
@@ -247,12 +324,17 @@ class OpenAICompatProvider:
                     url, json=body, headers=self._headers, timeout=self._timeout
                 )
         except TimeoutError:
+            seconds = self._settings.upstream_read_timeout_seconds
             raise UpstreamError(
-                "timeout", f"The upstream at {url} did not answer in time"
+                "timeout",
+                person_message("timeout"),
+                detail=f"{url} sent no response headers within {seconds:g} s",
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(
-                "upstream_unreachable", f"Could not reach the upstream at {url}: {exc}"
+                "upstream_unreachable",
+                person_message("upstream_unreachable"),
+                detail=f"could not reach {url}: {type(exc).__name__}: {exc}",
             ) from None
 
     def _retry_delay(self, response: aiohttp.ClientResponse, attempt: int) -> float | None:
@@ -323,11 +405,16 @@ def _json_object(data: str) -> dict[str, Any]:
         value = json.loads(data)
     except json.JSONDecodeError:
         raise UpstreamError(
-            "upstream_error", "The upstream sent a chunk that is not JSON"
+            "upstream_error", _UNREADABLE, detail=f"a chunk is not JSON: {data[:300]!r}"
         ) from None
     if not isinstance(value, dict):
-        raise UpstreamError("upstream_error", "The upstream sent a chunk that is not an object")
+        raise UpstreamError(
+            "upstream_error", _UNREADABLE, detail=f"a chunk is not an object: {data[:300]!r}"
+        )
     return value
+
+
+_UNREADABLE = "The model provider sent a reply that could not be read. Try again in a moment."
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -344,24 +431,24 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _error_message(response: aiohttp.ClientResponse) -> str:
-    """The upstream's own words: `error.message` of a JSON body, else the start of the body."""
+async def _error_body(response: aiohttp.ClientResponse) -> tuple[str, str]:
+    """The upstream's own words (`error.message` of a JSON body, else ''), and the body's start."""
     try:
-        raw = await response.content.read(_MAX_ERROR_BODY)
+        data = await response.content.read(_MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    text = raw.decode("utf-8", errors="replace").strip()
+        data = b""
+    text = data.decode("utf-8", errors="replace").strip()
+    raw = f"{response.reason or ''} {text[:500]}".strip()
     try:
         body = json.loads(text)
     except json.JSONDecodeError:
-        body = None
+        return "", raw
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
+            return str(error["message"]), raw
         if isinstance(error, str) and error:
-            return error
+            return error, raw
         if body.get("message"):
-            return str(body["message"])
-    reason = response.reason or "error"
-    return f"Upstream answered {response.status} {reason}" + (f": {text[:300]}" if text else "")
+            return str(body["message"]), raw
+    return "", raw

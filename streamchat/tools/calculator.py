@@ -1,4 +1,5 @@
-"""The four built-in calculator tools of SPEC.md section 3: plain arithmetic, never `eval`."""
+"""The four built-in calculator tools (`add`, `subtract`, `multiply`, `divide`): plain
+arithmetic, never `eval`."""
 
 from __future__ import annotations
 
