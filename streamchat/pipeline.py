@@ -80,7 +80,7 @@ async def run_tools(
             # The one place an upstream failure is logged: the client only gets `exc.message`.
             log.warning(
                 "upstream failed in conversation %s: %s (%s)",
-                turn.conversation.id,
+                turn.conversation_id,
                 exc.code,
                 exc.detail,
             )

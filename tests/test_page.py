@@ -387,7 +387,7 @@ async def test_an_upstream_error_is_shown_as_a_readable_message(
     await chat.wait_for_reply()
 
     error = chat.last_reply.get_by_role("alert")
-    await expect(error).to_contain_text("No auth credentials found")
+    await expect(error).to_contain_text("The model provider rejected the API key.")
     await expect(error.locator(".error-code")).to_have_text("upstream_auth")
     await expect(chat.page.get_by_role("button", name="Send")).to_be_visible()
     await chat.screenshot("upstream-error")
