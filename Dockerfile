@@ -34,7 +34,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOST=0.0.0.0 \
-    PORT=5282
+    PORT=5282 \
+    STORE_URL=sqlite:////data/streamchat.db
 # llama.cpp uses OpenMP at run time.
 RUN if [ "$SLIM" != "1" ]; then \
         apt-get update && apt-get install -y --no-install-recommends libgomp1 \
@@ -46,10 +47,14 @@ RUN pip install --no-index --no-deps /wheels/*.whl && rm -rf /wheels
 
 WORKDIR /app
 COPY app.py .env.example ./
-RUN useradd --create-home --uid 10001 streamchat
+RUN useradd --create-home --uid 10001 streamchat && mkdir /data && chown streamchat /data
 USER streamchat
+# Conversations: mount a volume here to keep them across containers (-v streamchat:/data).
+VOLUME /data
 
 EXPOSE 5282
+# docker stop sends SIGTERM: running turns get SHUTDOWN_GRACE_SECONDS (30) to finish, so
+# give it longer than that: docker stop -t 40.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"5282\")}/health', timeout=2)" || exit 1
 
