@@ -17,7 +17,7 @@ from streamchat.providers.base import Provider
 from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path, runtime_available
 from streamchat.providers.local import LocalProvider
 from streamchat.providers.openai_compat import OpenAICompatProvider
-from streamchat.providers.unconfigured import UnconfiguredProvider
+from streamchat.providers.unconfigured import UnconfiguredProvider, no_key_message
 from streamchat.settings import (
     DEFAULT_SYSTEM_PROMPT,
     LOCAL_SYSTEM_PROMPT,
@@ -84,8 +84,8 @@ def describe_backend(settings: Settings, backend: Backend) -> list[str]:
         lines = [f"backend: local model (llama.cpp) from {backend.model_path}"]
     else:
         lines = [
-            "backend: none: OPENROUTER_API_KEY is not set, so every turn answers with an error",
-            "  event that says how to set it (see .env.example)",
+            "backend: none: every turn answers with an error event, and /health with 503:",
+            f"  {no_key_message()}",
             f"  (no local model: {backend.why_none})",
         ]
     return [*lines, f"default model: {backend.model}", f"code fences as artifacts: {fences}"]

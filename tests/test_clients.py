@@ -142,3 +142,33 @@ async def test_app_py_help_lists_the_flags() -> None:
     assert process.returncode == 0
     assert b"--host" in out
     assert b"--port" in out
+    text = out.decode()
+    for setting in ("OPENROUTER_API_KEY", "STORE_URL", "RESUME_GRACE_SECONDS", "LOCAL_THREADS"):
+        assert setting in text
+    assert ".env is read from:" in text
+
+
+async def test_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env={**os.environ, "OPENROUTER_API_KEY": "k", "STORE_URL": "memory://"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 1
+    assert b"Traceback" not in err
+    assert err.decode().strip().splitlines() == [
+        f"streamchat: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(set PORT, or --port, to another port)"
+    ]
+    assert b"listening on" not in out

@@ -394,3 +394,18 @@ async def test_a_queued_turn_waits_with_its_stream_open(
     assert second.headers["X-Conversation-Id"] == "c"
     assert (await first.rest())[-1]["type"] == "completion"
     assert parse_events(await second.read())[-1]["turn"] == 2
+
+
+async def test_health_is_503_with_a_reason_when_no_backend_can_answer(
+    aiohttp_client: Any,
+) -> None:
+    settings = make_settings(openrouter_api_key="", backend="openrouter")
+    client = await aiohttp_client(create_app(settings))
+
+    response = await client.get("/health")
+    body = await response.json()
+
+    assert response.status == 503
+    assert body["backend"] == "none"
+    assert body["status"] == "unavailable"
+    assert "no model backend" in body["reason"]
