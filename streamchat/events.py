@@ -225,3 +225,52 @@ _TYPE_NAMES: dict[type, str] = {
     Completion: "completion",
     ErrorEvent: "error",
 }
+
+
+def from_wire(wire: dict[str, Any]) -> Event:
+    """The event of a `to_wire()` dict: how another process reads a turn's shared log."""
+    kind = wire["type"]
+    if kind == "text":
+        return TextChunk(wire["content"])
+    if kind in ("tool_executing", "tool_completed", "tool_error"):
+        name, tool_id, arguments = wire["toolName"], wire["toolId"], wire["arguments"]
+        if kind == "tool_executing":
+            return ToolExecuting(name, tool_id, arguments)
+        if kind == "tool_completed":
+            return ToolCompleted(name, tool_id, arguments, wire["result"], wire["executionMs"])
+        return ToolError(name, tool_id, arguments, wire["error"], wire["executionMs"])
+    if kind == "artifact_started":
+        return ArtifactStarted(
+            wire["artifactId"], wire["artifactType"], wire["title"], wire.get("language")
+        )
+    if kind == "artifact_content":
+        return ArtifactContent(wire["artifactId"], wire["contentDelta"])
+    if kind == "artifact_completed":
+        return ArtifactCompleted(
+            wire["artifactId"],
+            wire["artifactType"],
+            wire["title"],
+            wire.get("language"),
+            wire["content"],
+            wire.get("truncated", False),
+        )
+    if kind == "completion":
+        usage = wire.get("usage")
+        return Completion(
+            wire.get("finishReason"),
+            wire.get("model"),
+            wire.get("id"),
+            wire["conversationId"],
+            Usage(
+                usage["promptTokens"],
+                usage["completionTokens"],
+                usage["totalTokens"],
+                usage.get("cost"),
+            )
+            if usage is not None
+            else None,
+            wire.get("turn"),
+        )
+    if kind == "error":
+        return ErrorEvent(wire["message"], wire["code"])
+    raise ValueError(f"not an event type: {kind!r}")

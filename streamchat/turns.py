@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from streamchat.conversations import Turn
+from streamchat.eventbus import EventBus
 from streamchat.eventlog import RetainedLogs, TurnLog
 from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal
 from streamchat.providers.base import Stream
@@ -67,8 +68,10 @@ class TurnRunner:
         grace_seconds: float,
         retention_seconds: float,
         retention_bytes: int,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
+        self.bus = bus
         self.compose = compose
         self.system_prompt = system_prompt
         self.grace_seconds = grace_seconds
@@ -76,6 +79,7 @@ class TurnRunner:
         self.draining = False
         self._running: dict[tuple[str, str], RunningTurn] = {}
         self._inflight: set[RunningTurn] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         """Turns in flight, queued ones included."""
@@ -138,6 +142,12 @@ class TurnRunner:
             await self._wait(turn)
         self.retained.forget(owner, conversation_id)
 
+    def stop_requested(self, owner: str, conversation_id: str) -> None:
+        """Another process asked to stop this conversation's turn."""
+        turn = self._running.get((owner, conversation_id))
+        if turn is not None:
+            self._stop(turn, "cancelled")
+
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new turns; give running ones `grace_seconds`, then stop them."""
         self.draining = True
@@ -149,6 +159,8 @@ class TurnRunner:
             self._stop(turn, "shutting_down")
         for turn in list(self._inflight):
             await self._wait(turn)
+        if self._background:  # the terminal events on their way to the other processes
+            await asyncio.wait(list(self._background), timeout=2.0)
 
     # --- inside the turn's task -------------------------------------------------------------
 
@@ -169,6 +181,8 @@ class TurnRunner:
                 turn.log.turn = begun.number
                 turn.log.start_clock()
                 self._running[key] = turn
+                if self.bus is not None:
+                    self._keep(self.bus.mirror(turn.log))
                 try:
                     terminal = await self._pump(turn, state)
                 finally:
@@ -245,13 +259,38 @@ class TurnRunner:
 
     def _abandon(self, turn: RunningTurn) -> None:
         turn._grace = None
-        if turn.readers == 0:
+        if turn.readers == 0 and self.bus is not None:
+            self._keep(self._abandon_unless_read_elsewhere(turn))
+        elif turn.readers == 0:
             log.info(
                 "no reader came back to turn %d of conversation %s: stopped",
                 turn.number,
                 turn.request.conversation_id,
             )
             self._stop(turn, "abandoned")
+
+    async def _abandon_unless_read_elsewhere(self, turn: RunningTurn) -> None:
+        assert self.bus is not None
+        request = turn.request
+        try:
+            elsewhere = await self.bus.has_readers(
+                request.owner, request.conversation_id, turn.number
+            )
+        except StoreUnavailable:
+            elsewhere = False
+        if turn.readers > 0 or turn.log.finished:
+            return
+        if elsewhere:  # a reader on another process: look again after another grace
+            loop = asyncio.get_running_loop()
+            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+        else:
+            self._stop(turn, "abandoned")
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a background task of the runner's, keeping a reference until it is done."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _stop(self, turn: RunningTurn, reason: StopReason) -> None:
         if turn.stop_reason is not None or turn.log.finished:

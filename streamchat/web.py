@@ -9,6 +9,7 @@ started it, a join, a resume, is a reader of the turn's event log. The app owns 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -29,7 +30,7 @@ from streamchat.backends import (
 )
 from streamchat.conversations import Turn
 from streamchat.errors import ApiError, json_errors
-from streamchat.eventlog import TurnLog
+from streamchat.eventbus import Followable
 from streamchat.events import ErrorEvent, Event
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
@@ -117,6 +118,8 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 LIST_LIMIT = 100
+# How long a stop waits for a turn on another process to end before it answers anyway.
+STOP_WAIT_SECONDS = 3.0
 
 
 def owner_of(request: web.Request) -> str:
@@ -167,23 +170,33 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
         raise _no_conversation(conversation_id)
     if after is None:
         running = runner.running(owner, conversation_id)
-        if running is None:
+        if running is not None:
+            return await read_turn(request, running.log, -1, running)
+        number, index = conversation.running_turn or 0, -1
+        if not number:
             return web.Response(status=204)
-        return await read_turn(request, running.log, -1, running)
-    number, index = after
+    else:
+        number, index = after
     log = runner.find_log(owner, conversation_id, number)
-    if log is None:
-        if conversation.interrupted_turn == number:
-            return await _tell_interrupted(request, conversation_id, number, index + 1)
-        return web.Response(status=204)
-    if log.finished and index >= len(log.events) - 1:
-        return web.Response(status=204)
-    running = runner.running(owner, conversation_id)
-    return await read_turn(request, log, index, running if running and running.log is log else None)
+    if log is not None:
+        if log.finished and index >= len(log.events) - 1:
+            return web.Response(status=204)
+        running = runner.running(owner, conversation_id)
+        local = running if running is not None and running.log is log else None
+        return await read_turn(request, log, index, local)
+    bus = runner.bus
+    remote = await bus.remote(owner, conversation_id, number) if bus is not None else None
+    if remote is not None:
+        last, finished = await remote.tail()
+        if not (finished and index >= last):
+            return await read_turn(request, remote, index, None)
+    elif conversation.interrupted_turn == number and after is not None:
+        return await _tell_interrupted(request, conversation_id, number, index + 1)
+    return web.Response(status=204)
 
 
 async def read_turn(
-    request: web.Request, turn_log: TurnLog, after: int, turn: RunningTurn | None
+    request: web.Request, turn_log: Followable, after: int, turn: RunningTurn | None
 ) -> web.StreamResponse:
     """Write the turn's events after index `after`, live until its terminal event."""
     app = request.app
@@ -243,18 +256,44 @@ def _no_conversation(conversation_id: str) -> ApiError:
 async def stop_turn(request: web.Request) -> web.Response:
     app = request.app
     owner, conversation_id = owner_of(request), conversation_id_of(request)
-    if await app[STORE].load(owner, conversation_id) is None:
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is None:
         raise _no_conversation(conversation_id)
     number = await app[RUNNER].stop(owner, conversation_id)
+    if number is None and conversation.running_turn is not None:
+        number = await _stop_elsewhere(app, owner, conversation_id, conversation.running_turn)
     if number is None:
         return web.json_response({"stopped": False})
     return web.json_response({"stopped": True, "turn": number})
+
+
+async def _stop_elsewhere(
+    app: web.Application, owner: str, conversation_id: str, number: int
+) -> int | None:
+    """Ask the process running the turn to stop it; wait (a little) for its terminal event."""
+    bus = app[RUNNER].bus
+    if bus is None:
+        return None
+    remote = await bus.remote(owner, conversation_id, number)
+    if remote is None:
+        return None
+    await bus.request_stop(owner, conversation_id)
+    last, finished = await remote.tail()
+    if not finished:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WAIT_SECONDS):
+                async for _ in remote.follow(last):
+                    pass
+    return number
 
 
 async def delete_conversation(request: web.Request) -> web.Response:
     app = request.app
     owner, conversation_id = owner_of(request), conversation_id_of(request)
     await app[RUNNER].stop_all(owner, conversation_id, "deleted")
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is not None and conversation.running_turn is not None:
+        await _stop_elsewhere(app, owner, conversation_id, conversation.running_turn)
     await app[STORE].delete(owner, conversation_id)
     return web.json_response({"message": "Conversation cleared"})
 
@@ -371,6 +410,7 @@ def create_app(
         grace_seconds=settings.resume_grace_seconds,
         retention_seconds=settings.resume_retention_seconds,
         retention_bytes=settings.resume_retention_bytes,
+        bus=store.event_bus(),
     )
     if tools is None:
         tools = ToolRegistry(settings.tool_timeout_seconds)
@@ -398,9 +438,14 @@ def create_app(
 
     async def open_store(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].open()
+        bus = app[RUNNER].bus
+        if bus is not None:
+            await bus.listen(app[RUNNER].stop_requested)
         try:
             yield
         finally:
+            if bus is not None:
+                await bus.close()
             await app[STORE].close()
 
     app.cleanup_ctx.append(open_store)

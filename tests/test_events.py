@@ -20,6 +20,7 @@ from streamchat.events import (
     ToolExecuting,
     Usage,
     event_type,
+    from_wire,
     to_wire,
 )
 from streamchat.sse import encode_frame
@@ -163,3 +164,23 @@ def test_data_stays_on_one_line_whatever_the_text() -> None:
 def test_usage_adds_up_and_keeps_cost_unknown_when_never_known() -> None:
     assert Usage(1, 2, 3) + Usage(4, 5, 9) == Usage(5, 7, 12, None)
     assert Usage(1, 2, 3, 0.5) + Usage(1, 1, 2) == Usage(2, 3, 5, 0.5)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        TextChunk("héllo\n"),
+        ToolExecuting("add", "t1", '{"a":1}'),
+        ToolCompleted("add", "t1", '{"a":1}', "2", 0.5),
+        ToolError("divide", "t2", "{}", "Cannot divide by zero", 0.1),
+        ArtifactStarted("a", "code", "a.py", "python"),
+        ArtifactStarted("b", "document", "b.md"),
+        ArtifactContent("a", "print(1)"),
+        ArtifactCompleted("a", "code", "a.py", None, "x", truncated=True),
+        Completion("stop", "m", "gen", "conv", Usage(1, 2, 3, 0.5), turn=4),
+        Completion("cancelled", None, None, "conv"),
+        ErrorEvent("boom", "upstream_error"),
+    ],
+)
+def test_from_wire_reads_back_every_event(event: Event) -> None:
+    assert from_wire(json.loads(json.dumps(to_wire(event, 3, 1.5)))) == event

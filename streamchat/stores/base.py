@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from streamchat.eventbus import EventBus
 from streamchat.providers.base import Message
 
 ANONYMOUS = "anonymous"
@@ -133,6 +134,10 @@ class Store(Protocol):
         ...
 
     async def delete(self, owner: str, conversation_id: str) -> bool: ...
+
+    def event_bus(self) -> EventBus | None:
+        """How turns reach other processes; None for a store that serves one process."""
+        ...
 
 
 def iso_time(seconds: float) -> str:

@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamchat.eventbus import EventBus
 from streamchat.providers.base import Message
 from streamchat.stores.base import (
     BegunTurn,
@@ -60,6 +61,9 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    def event_bus(self) -> EventBus | None:
+        return None  # one process: the turn runner's logs in memory are all there is
 
     def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(owner, conversation_id)

@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamchat.eventbus import EventBus
 from streamchat.providers.base import Message
 from streamchat.stores.base import (
     BegunTurn,
@@ -115,6 +116,9 @@ class SqliteStore:
 
     async def ping(self) -> None:
         return None  # a local file: if it opened, it answers
+
+    def event_bus(self) -> EventBus | None:
+        return None  # one process: the turn runner's logs in memory are all there is
 
     def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(owner, conversation_id)

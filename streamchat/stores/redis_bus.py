@@ -1,0 +1,198 @@
+"""The event bus on Redis: a turn's log as a Redis Stream, stops over pub/sub.
+
+Each turn's events go to one stream, `sc:turn:<owner>:<conversation>:<turn>`, with the entry id
+`0-<chunkIndex + 1>`, so "the events after index k" is `XREAD ... 0-<k + 1>` and a resume needs
+no lookup. The process running the turn appends one pipeline per batch of events (one round
+trip per upstream read, not per token), keeps a liveness key alive while the turn runs, and
+sets the stream to expire `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
+another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
+the process running the turn died, and the reader gets `error` with `code: interrupted`.
+Stop requests go out on one pub/sub channel that every process listens to with one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamchat.eventbus import Batch
+from streamchat.eventlog import TurnLog
+from streamchat.events import ErrorEvent, Event, Terminal, from_wire, to_wire
+from streamchat.stores.base import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+STOP_CHANNEL = "sc:stop"
+# A running turn's liveness key lives this long unless refreshed; a third of it apart.
+ALIVE_SECONDS = 6.0
+# Readers on other processes say so this often (and the mark lasts three times as long).
+READING_SECONDS = 2.0
+MAX_STREAM_EVENTS = 100_000
+
+
+def turn_key(owner: str, conversation_id: str, turn: int) -> str:
+    return f"sc:turn:{quote(owner, safe='')}:{quote(conversation_id, safe='')}:{turn}"
+
+
+class RedisEventBus:
+    def __init__(self, client: Redis, retention_seconds: float) -> None:
+        self._client = client
+        self._retention_ms = max(1000, int(retention_seconds * 1000))
+        self._listener: asyncio.Task[None] | None = None
+
+    # --- stops ----------------------------------------------------------------------------------
+
+    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+        self._listener = asyncio.create_task(self._listen(on_stop), name="redis-stop-listener")
+
+    async def _listen(self, on_stop: Callable[[str, str], None]) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(STOP_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None:
+                        owner, conversation_id = json.loads(message["data"])
+                        on_stop(owner, conversation_id)
+            except (RedisError, OSError) as exc:
+                log.warning("stop requests from Redis paused: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                # Closed here, in the task that opened it: a pub/sub left open leaks its
+                # connection, and closing one from another task can hang.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 2.0)  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def request_stop(self, owner: str, conversation_id: str) -> None:
+        await self._call(self._client.publish(STOP_CHANNEL, json.dumps([owner, conversation_id])))
+
+    # --- the turn's log -------------------------------------------------------------------------
+
+    async def mirror(self, turn_log: TurnLog) -> None:
+        key = turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
+        alive = key + ":alive"
+        beat = asyncio.create_task(self._heartbeat(alive))
+        try:
+            async for first, events, elapsed in turn_log.follow():
+                pipe = self._client.pipeline(transaction=False)
+                for n, event in enumerate(events):
+                    wire = to_wire(event, first + n, elapsed[n])
+                    pipe.xadd(
+                        key,
+                        {"e": json.dumps(wire, ensure_ascii=False)},
+                        id=f"0-{first + n + 1}",
+                        maxlen=MAX_STREAM_EVENTS,
+                        approximate=True,
+                    )
+                if isinstance(events[-1], Terminal):
+                    pipe.pexpire(key, self._retention_ms)
+                    pipe.delete(alive)
+                else:
+                    pipe.pexpire(key, self._retention_ms + int(ALIVE_SECONDS * 1000) * 10)
+                try:
+                    await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    log.warning("could not share turn %s's events: %s", key, exc)
+        finally:
+            beat.cancel()
+
+    async def _heartbeat(self, alive: str) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.set(alive, "1", px=int(ALIVE_SECONDS * 1000))
+            await asyncio.sleep(ALIVE_SECONDS / 3)
+
+    async def remote(self, owner: str, conversation_id: str, turn: int) -> RedisRemoteLog | None:
+        key = turn_key(owner, conversation_id, turn)
+        found = await self._call(self._client.exists(key, key + ":alive"))
+        if not found:
+            return None
+        return RedisRemoteLog(self._client, owner, conversation_id, turn)
+
+    async def has_readers(self, owner: str, conversation_id: str, turn: int) -> bool:
+        key = turn_key(owner, conversation_id, turn) + ":reading"
+        return bool(await self._call(self._client.exists(key)))
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+
+class RedisRemoteLog:
+    """A turn run by another process, read from its stream."""
+
+    def __init__(self, client: Redis, owner: str, conversation_id: str, turn: int) -> None:
+        self._client = client
+        self.owner = owner
+        self.conversation_id = conversation_id
+        self.turn = turn
+        self._key = turn_key(owner, conversation_id, turn)
+
+    async def tail(self) -> tuple[int, bool]:
+        # redis-py types stream replies loosely (RESP2 and RESP3 shapes): read them as Any.
+        last: Any = await self._client.xrevrange(self._key, count=1)
+        if not last:
+            return -1, False
+        entry_id, fields = last[0]
+        return _index(entry_id), _wire(fields)["type"] in ("completion", "error")
+
+    async def follow(self, after: int = -1) -> AsyncIterator[Batch]:
+        cursor = f"0-{after + 1}"
+        marked = 0.0
+        while True:
+            if time.monotonic() - marked > READING_SECONDS:
+                await self._client.set(self._key + ":reading", "1", px=int(READING_SECONDS * 3000))
+                marked = time.monotonic()
+            reply: Any = await self._client.xread({self._key: cursor}, count=1000, block=1000)
+            if not reply:
+                if not await self._client.exists(self._key + ":alive"):
+                    yield after + 1, [ErrorEvent(INTERRUPTED, "interrupted")], [0.0]
+                    return
+                continue
+            entries = reply[0][1]
+            first = _index(entries[0][0])
+            events: list[Event] = []
+            elapsed: list[float] = []
+            for _, fields in entries:
+                wire = _wire(fields)
+                events.append(from_wire(wire))
+                elapsed.append(wire["elapsedMs"])
+            cursor = _text(entries[-1][0])
+            after = _index(entries[-1][0])
+            yield first, events, elapsed
+            if isinstance(events[-1], Terminal):
+                return
+
+
+INTERRUPTED = "The server running this answer stopped. Send the message again."
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _index(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).partition("-")[2]) - 1
+
+
+def _wire(fields: dict[Any, Any]) -> dict[str, Any]:
+    wire: dict[str, Any] = json.loads(fields[b"e"] if b"e" in fields else fields["e"])
+    return wire
