@@ -30,6 +30,13 @@ class Conversation:
     # Requests holding or waiting for the lock: such a conversation is never evicted.
     users: int = 0
 
+    def drop_last_turn(self) -> None:
+        """Forget the last user message and all that followed it (regenerate, edit, retry)."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            if self.messages[index]["role"] == "user":
+                del self.messages[index:]
+                return
+
 
 class Turn:
     """The messages one turn adds, in the order they are sent upstream."""

@@ -67,6 +67,8 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = Field(
         None, alias="conversationId", pattern=CONVERSATION_ID_PATTERN
     )
+    # Replace the last turn: its user message and everything after it go before this one runs.
+    regenerate: bool = False
 
 
 def error_response(status: int, code: str, message: str, param: str | None = None) -> web.Response:
@@ -165,6 +167,8 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
         SSEWriter(response, app[PINGER]) as writer,
         app[STORE].use(conversation_id) as conversation,
     ):
+        if chat.regenerate:
+            conversation.drop_last_turn()
         turn = Turn(conversation, chat.message)
         events = run_tools(app[PROVIDER], turn, app[TOOLS], model, settings.max_tool_rounds)
         ids = ArtifactIds(conversation.artifact_ids)
@@ -195,13 +199,27 @@ async def get_conversation(request: web.Request) -> web.Response:
     return web.json_response({"conversationId": conversation.id, "messages": conversation.messages})
 
 
+# The page's model picker offers these after the default when the backend is OpenRouter.
+PICKER_MODELS = (
+    "google/gemini-2.5-flash",
+    "openai/gpt-4o-mini",
+    "anthropic/claude-3.5-haiku",
+    "meta-llama/llama-3.3-70b-instruct",
+)
+
+
 async def health(request: web.Request) -> web.Response:
     app = request.app
+    default = app[BACKEND].model
+    models = [default]
+    if app[BACKEND].kind == "openrouter":
+        models += [model for model in PICKER_MODELS if model != default]
     return web.json_response(
         {
             "status": "ok",
             "backend": app[BACKEND].kind,
-            "model": app[BACKEND].model,
+            "model": default,
+            "models": models,
             "conversations": len(app[STORE]),
         }
     )
