@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format typecheck bench bench-quick bench-local clean
+.PHONY: help install run test check lint format typecheck bench bench-quick bench-local vendor clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,39 @@ bench-quick: install ## the benchmark at a few seconds per scenario: does the ha
 
 bench-local: install ## the embedded model through streamchat against llama-cpp-python directly
 	$(PY) bench/local_model.py
+
+# The chat page's libraries, pinned: ES module builds from the npm registry, copied into the
+# package with their licences, so the page needs no build step and fetches nothing from elsewhere.
+MARKED := marked@18.2.1
+DOMPURIFY := dompurify@3.5.0
+HIGHLIGHT := @highlightjs/cdn-assets@11.12.0
+# Keep in step with the imports of streamchat/static/highlight.js.
+HIGHLIGHT_LANGUAGES := bash c cpp csharp css diff dockerfile go ini java javascript json markdown \
+	plaintext python rust shell sql typescript xml yaml
+VENDOR := streamchat/static/vendor
+
+vendor: ## refresh the page's pinned libraries (marked, DOMPurify, highlight.js) from npm
+	@command -v npm >/dev/null || { echo "make vendor needs npm (Node.js)"; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	npm install --prefix "$$tmp" --no-save --no-package-lock --ignore-scripts --no-audit --no-fund \
+		--omit=optional --silent $(MARKED) $(DOMPURIFY) $(HIGHLIGHT); \
+	from=$$tmp/node_modules; hl=$$from/@highlightjs/cdn-assets; \
+	copy() { sed '/^\/\/# sourceMappingURL=/d' "$$1" > "$$2"; }; \
+	rm -rf $(VENDOR); mkdir -p $(VENDOR)/marked $(VENDOR)/dompurify $(VENDOR)/highlight/languages; \
+	copy $$from/marked/lib/marked.esm.js $(VENDOR)/marked/marked.esm.js; \
+	cp $$from/marked/LICENSE $(VENDOR)/marked/; \
+	copy $$from/dompurify/dist/purify.es.mjs $(VENDOR)/dompurify/purify.es.js; \
+	cp $$from/dompurify/LICENSE $$from/dompurify/LICENSE-MPL $(VENDOR)/dompurify/; \
+	copy $$hl/es/core.min.js $(VENDOR)/highlight/core.min.js; \
+	for lang in $(HIGHLIGHT_LANGUAGES); do \
+		copy $$hl/es/languages/$$lang.min.js $(VENDOR)/highlight/languages/$$lang.min.js; done; \
+	cp $$hl/styles/github.min.css $$hl/styles/github-dark.min.css $$hl/LICENSE $(VENDOR)/highlight/; \
+	printf '%s\n' "Copied by \`make vendor\` from the npm registry; do not edit by hand." "" \
+		"- $(MARKED) (MIT): lib/marked.esm.js" \
+		"- $(DOMPURIFY) (MPL-2.0 OR Apache-2.0): dist/purify.es.mjs, as purify.es.js" \
+		"- $(HIGHLIGHT) (BSD-3-Clause): es/core.min.js, es/languages/, styles/github*.min.css" \
+		> $(VENDOR)/VERSIONS.md; \
+	echo "vendored $(MARKED) $(DOMPURIFY) $(HIGHLIGHT) into $(VENDOR)"
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,9 +1,10 @@
 """The chat page at `GET /` and its static files under `/static/`.
 
 The page is plain HTML, CSS and ES modules shipped inside the package: no build step and nothing
-fetched from elsewhere, so it works offline. Its Content-Security-Policy allows only this origin's
-own scripts and styles; the page never turns model text into markup, and the policy is a second
-wall should that ever slip.
+fetched from elsewhere, so it works offline (its libraries are vendored under `static/vendor/`,
+refreshed by `make vendor`). Its Content-Security-Policy allows only this origin's own scripts and
+styles: model text becomes markup only through marked and DOMPurify, with raw HTML kept as text,
+and the policy is a second wall should that ever slip.
 """
 
 from __future__ import annotations

@@ -324,6 +324,23 @@ async def list_conversations(request: web.Request) -> web.Response:
     return web.json_response({"conversations": [info.to_wire() for info in infos], "next": cursor})
 
 
+# The page's model picker offers these after the default when the backend is OpenRouter.
+PICKER_MODELS = (
+    "google/gemini-2.5-flash",
+    "openai/gpt-4o-mini",
+    "anthropic/claude-3.5-haiku",
+    "meta-llama/llama-3.3-70b-instruct",
+)
+
+
+def picker_models(backend: Backend) -> list[str]:
+    """The models the page offers: the default first."""
+    models = [backend.model]
+    if backend.kind == "openrouter":
+        models += [model for model in PICKER_MODELS if model != backend.model]
+    return models
+
+
 async def health(request: web.Request) -> web.Response:
     app = request.app
     backend = app[BACKEND]
@@ -331,6 +348,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "ok",
         "backend": backend.kind,
         "model": backend.model,
+        "models": picker_models(backend),
         "store": app[STORE].description.split(" ")[0],
         "turns": len(app[RUNNER]),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,12 +24,14 @@ from playwright.async_api import (
     Dialog,
     Locator,
     Page,
+    ViewportSize,
     async_playwright,
     expect,
 )
 
+from streamchat.backends import Backend
 from streamchat.settings import DEFAULT_SYSTEM_PROMPT
-from streamchat.web import create_app
+from streamchat.web import PICKER_MODELS, create_app
 from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, Sleep, paced, text_reply, tool_reply
 
@@ -97,16 +100,26 @@ class ChatPage:
 
     async def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(exist_ok=True)
-        await self.page.screenshot(path=SCREENSHOTS / f"{name}.png")
+        # Finished animations (the phone's sheet sliding up), not a frame halfway through.
+        await self.page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled")
+
+    async def conversation_id(self) -> str:
+        text = await self.page.locator("#conversation-id").text_content()
+        assert text
+        return text
 
 
 OpenChat = Callable[..., Awaitable[ChatPage]]
 
 
 @pytest.fixture
-async def server(upstream: FakeUpstream) -> AsyncIterator[str]:
-    """streamchat on a free loopback port, its upstream the fake one."""
-    app = create_app(make_settings(openrouter_base_url=upstream.base_url))
+async def server(upstream: FakeUpstream, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """streamchat on a free loopback port, its upstream the fake one.
+
+    Parametrized indirectly with a `Backend`, the server says that backend runs (`/health`).
+    """
+    backend: Backend | None = getattr(request, "param", None)
+    app = create_app(make_settings(openrouter_base_url=upstream.base_url), backend=backend)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -268,6 +281,7 @@ async def test_artifact_streams_into_the_panel_and_stays_out_of_the_chat(
     await expect(artifact.get_by_role("heading", name="hello.py")).to_be_visible()
     await expect(artifact.locator(".tag")).to_have_text(["code", "python"])
     await expect(artifact.locator(".artifact-code code")).to_have_text(HELLO_CODE)
+    await expect(artifact.locator(".artifact-code .hljs-keyword")).to_have_text(["def"])
     lengths = await chat.page.evaluate("window.codeLengths")
     assert len(set(lengths)) > 3, lengths  # filled in piece by piece
     await expect(chat.last_reply.locator(".md").first).to_have_text(
@@ -323,6 +337,54 @@ async def test_a_new_version_of_an_artifact_replaces_the_old_one_which_stays_rea
 
     await chat.page.set_viewport_size({"width": 390, "height": 844})
     await chat.screenshot("mobile")
+
+
+PHONE: ViewportSize = {"width": 390, "height": 844}
+LONG_REPLY = "\n\n".join(f"Paragraph {n}: " + "words to fill the screen " * 6 for n in range(12))
+
+
+async def test_on_a_phone_the_reply_stays_in_view_and_artifacts_open_as_a_sheet(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    chat = await open_chat(viewport=PHONE, is_mobile=True, has_touch=True)
+    upstream.add(
+        text_reply(*pieces(LONG_REPLY, 40)), paced(text_reply(*pieces(ARTIFACT_REPLY, 6)), 0.01)
+    )
+    # The header fits on one row, nothing scrolls sideways, the composer is at the bottom.
+    header = await chat.page.locator(".topbar").bounding_box()
+    assert header is not None
+    assert header["height"] <= 56
+    composer = await chat.page.locator(".composer").bounding_box()
+    assert composer is not None
+    assert composer["y"] + composer["height"] == PHONE["height"]
+    await chat.screenshot("phone-welcome")
+
+    await chat.send("Tell me a lot")
+    await chat.wait_for_reply()
+    await chat.send("Create a Python hello world function")
+    await chat.wait_for_reply()
+
+    chip = chat.last_reply.get_by_role("button", name="Open hello.py")
+    await expect(chat.artifacts).to_be_hidden()  # the sheet waits for the chip
+    await expect(chat.last_reply.locator(".md").last).to_be_in_viewport()
+    await expect(chat.last_reply.locator(".msg-meta")).to_be_in_viewport()
+    assert await chat.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await chat.screenshot("phone")
+
+    await chip.click()
+    await expect(chat.artifacts).to_be_in_viewport()
+    await expect(chat.artifacts.locator(".artifact-code code")).to_have_text(HELLO_CODE)
+    await expect(chat.artifacts.locator(".artifact")).to_be_focused()
+    await chat.screenshot("phone-sheet")
+    await chat.page.keyboard.press("Escape")
+    await expect(chat.artifacts).to_be_hidden()
+    await expect(chip).to_be_focused()
+
+    await chip.click()
+    await expect(chat.artifacts).to_be_visible()
+    await chat.artifacts.get_by_role("button", name="Close artifacts").click()
+    await expect(chat.artifacts).to_be_hidden()
+    await expect(chat.page.get_by_role("textbox", name="Message")).to_be_in_viewport()
 
 
 async def test_stop_ends_the_reply_and_the_upstream_sees_the_disconnect(
@@ -393,7 +455,17 @@ async def test_an_upstream_error_is_shown_as_a_readable_message(
     await chat.screenshot("upstream-error")
 
 
-async def test_markup_in_model_text_is_shown_as_text_and_markdown_is_rendered(
+HOSTILE_REPLY = (
+    "Careful: <img src=x onerror=alert(1)> and <b>bold</b> are just text.\n\n"
+    "[a link](javascript:alert(2)) and [another](JaVaScRiPt:window.pwned=1) "
+    'and ![a picture](javascript:alert(3)) and <a href="javascript:alert(4)">raw</a>\n\n'
+    "<script>window.pwned = 2</script>\n\n"
+    '<svg onload="window.pwned = 3"><circle r=5></circle></svg>\n\n'
+    "- a `code` item\n- second item\n\n1. one\n2. two"
+)
+
+
+async def test_hostile_markdown_is_inert_and_markup_in_text_is_shown_as_text(
     chat: ChatPage, upstream: FakeUpstream
 ) -> None:
     dialogs: list[str] = []
@@ -403,29 +475,211 @@ async def test_markup_in_model_text_is_shown_as_text_and_markdown_is_rendered(
         await dialog.dismiss()
 
     chat.page.on("dialog", dismiss)
-    reply = (
-        "Careful: <img src=x onerror=alert(1)> and <b>bold</b> are just text.\n\n"
-        "- a `code` item\n- second item\n\n1. one\n2. two"
-    )
-    upstream.add(text_reply(*pieces(reply, 5)))
+    upstream.add(text_reply(*pieces(HOSTILE_REPLY, 5)))
 
-    await chat.send("Show me <img src=x onerror=alert(2)>")
+    await chat.send("Show me <img src=x onerror=alert(5)>")
     await chat.wait_for_reply()
+    await chat.page.wait_for_timeout(200)  # time for an image error or a script to fire
 
     messages = chat.page.locator("#messages")
-    await expect(messages.locator("img")).to_have_count(0)
-    await expect(messages.locator("b")).to_have_count(0)
+    for selector in ("img", "b", "script", "svg:not(.icon)", "iframe", "[href^='javascript' i]"):
+        await expect(messages.locator(selector)).to_have_count(0)
+    handlers = await messages.evaluate(
+        """root => [...root.querySelectorAll('*')].flatMap(node =>
+            [...node.attributes].map(a => a.name).filter(name => name.startsWith('on')))"""
+    )
+    assert handlers == []
+    assert await chat.page.evaluate("window.pwned") is None
+    assert dialogs == []
     await expect(chat.last_reply.locator("p").first).to_have_text(
         "Careful: <img src=x onerror=alert(1)> and <b>bold</b> are just text."
     )
+    await expect(chat.last_reply).to_contain_text("<script>window.pwned = 2</script>")
+    await expect(chat.last_reply.locator("a", has_text="a link")).not_to_have_attribute(
+        "href", re.compile(".*")
+    )
     await expect(chat.page.locator(".msg-user .bubble")).to_have_text(
-        "Show me <img src=x onerror=alert(2)>"
+        "Show me <img src=x onerror=alert(5)>"
     )
     await expect(chat.last_reply.locator("ul > li")).to_have_text(["a code item", "second item"])
     await expect(chat.last_reply.locator("ul code")).to_have_text("code")
     await expect(chat.last_reply.locator("ol > li")).to_have_text(["one", "two"])
-    assert dialogs == []
-    await chat.screenshot("escaped-markup")
+    await chat.screenshot("hostile-markdown")
+
+
+MARKDOWN_REPLY = """\
+Here is **what you asked for**, with *emphasis*, ~~a mistake~~ and [the docs](https://example.com/docs).
+
+> A quote, for the record.
+
+- [x] tables
+- [ ] world peace
+
+| Tool | Result |
+|------|-------:|
+| add | 42 |
+| divide | 0.5 |
+
+```python
+def greet(name: str) -> str:
+    return f"Hello, {name}!"
+```
+
+That is all."""
+GREET_CODE = 'def greet(name: str) -> str:\n    return f"Hello, {name}!"'
+
+
+async def test_markdown_renders_links_tables_quotes_task_lists_and_highlighted_code(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    chat = await open_chat(permissions=["clipboard-read", "clipboard-write"])
+    upstream.add(paced(text_reply(*pieces(MARKDOWN_REPLY, 7)), 0.005))
+    # Remember the reply's first block once the code block has begun: if each token re-rendered
+    # the whole message, that node would be gone by the end.
+    await chat.page.evaluate(
+        """() => new MutationObserver((_, observer) => {
+            const md = document.querySelector('#messages .msg-assistant .md');
+            if (md && md.querySelector('.md-code')) {
+                window.firstBlock = md.firstElementChild;
+                observer.disconnect();
+            }
+        }).observe(document.getElementById('messages'), {childList: true, subtree: true})"""
+    )
+
+    await chat.send("Show me some Markdown")
+    await chat.wait_for_reply()
+
+    md = chat.last_reply.locator(".md")
+    assert await md.evaluate("md => md.firstElementChild === window.firstBlock")
+    link = md.get_by_role("link", name="the docs")
+    await expect(link).to_have_attribute("href", "https://example.com/docs")
+    await expect(link).to_have_attribute("target", "_blank")
+    await expect(link).to_have_attribute("rel", "noopener noreferrer")
+    await expect(md.locator("strong")).to_have_text("what you asked for")
+    await expect(md.locator("em")).to_have_text("emphasis")
+    await expect(md.locator("del")).to_have_text("a mistake")
+    await expect(md.locator("blockquote")).to_have_text("A quote, for the record.")
+    boxes = md.get_by_role("checkbox")
+    await expect(boxes).to_have_count(2)
+    await expect(boxes.first).to_be_checked()
+    await expect(boxes.last).not_to_be_checked()
+    await expect(boxes.first).to_be_disabled()
+    await expect(md.locator("th")).to_have_text(["Tool", "Result"])
+    await expect(md.locator("td")).to_have_text(["add", "42", "divide", "0.5"])
+    await expect(md.locator("td").nth(1)).to_have_attribute("align", "right")
+    code = md.locator(".md-code")
+    await expect(code.locator(".md-code-lang")).to_have_text("python")
+    await expect(code.locator("code")).to_have_text(GREET_CODE)
+    await expect(code.locator(".hljs-keyword").first).to_have_text("def")
+    await expect(code.locator(".hljs-string")).to_have_count(1)
+    await expect(md.locator("p").last).to_have_text("That is all.")
+    await chat.screenshot("markdown")
+
+    await code.get_by_role("button", name="Copy code").click()
+    await expect(code.get_by_role("button", name="Copy code")).to_contain_text("Copied")
+    assert await chat.page.evaluate("navigator.clipboard.readText()") == GREET_CODE
+    await chat.last_reply.get_by_role("button", name="Copy message").click()
+    assert await chat.page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY
+    await chat.page.locator(".msg-user").get_by_role("button", name="Copy message").click()
+    assert await chat.page.evaluate("navigator.clipboard.readText()") == "Show me some Markdown"
+
+
+async def stored_messages(server: str, conversation_id: str) -> list[tuple[str, str]]:
+    """The conversation's history on the server, as (role, content) pairs after the system one."""
+    async with (
+        ClientSession() as session,
+        session.get(f"{server}/api/conversation/{conversation_id}") as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    return [(m["role"], m["content"]) for m in body["messages"][1:]]
+
+
+async def test_retry_after_an_upstream_error_replaces_the_failed_turn(
+    chat: ChatPage, upstream: FakeUpstream, server: str
+) -> None:
+    upstream.add(
+        HttpError(401, {"error": {"message": "No auth credentials found", "code": 401}}),
+        text_reply("Hello! What would you like to know?"),
+    )
+
+    await chat.send("Hello?")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.get_by_role("alert")).to_contain_text("rejected the API key")
+    await expect(chat.last_reply.get_by_role("button", name="Regenerate")).to_be_hidden()
+    await chat.last_reply.get_by_role("button", name="Retry").click()
+    await chat.wait_for_reply()
+
+    await expect(chat.replies).to_have_count(1)
+    await expect(chat.page.locator(".msg-user")).to_have_count(1)
+    await expect(chat.last_reply.locator(".md")).to_have_text("Hello! What would you like to know?")
+    await expect(chat.last_reply.get_by_role("alert")).to_have_count(0)
+    assert [m["role"] for m in upstream.requests[1]["messages"]] == ["system", "user"]
+    assert await stored_messages(server, await chat.conversation_id()) == [
+        ("user", "Hello?"),
+        ("assistant", "Hello! What would you like to know?"),
+    ]
+    await chat.screenshot("retry")
+
+
+async def test_regenerate_replaces_the_last_answer_only(
+    chat: ChatPage, upstream: FakeUpstream, server: str
+) -> None:
+    upstream.add(text_reply("Hi!"), text_reply("2 + 2 = 5"), text_reply("2 + 2 = 4"))
+    await chat.send("Hello")
+    await chat.wait_for_reply()
+    await chat.send("What is 2 + 2?")
+    await chat.wait_for_reply()
+    # Only the last answer can be regenerated.
+    await expect(chat.replies.first.get_by_role("button", name="Regenerate")).to_be_hidden()
+
+    await chat.last_reply.get_by_role("button", name="Regenerate").click()
+    await chat.wait_for_reply()
+
+    await expect(chat.replies.locator(".md")).to_have_text(["Hi!", "2 + 2 = 4"])
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["Hello", "What is 2 + 2?"])
+    assert [m["content"] for m in upstream.requests[2]["messages"][1:]] == [
+        "Hello",
+        "Hi!",
+        "What is 2 + 2?",
+    ]
+    assert await stored_messages(server, await chat.conversation_id()) == [
+        ("user", "Hello"),
+        ("assistant", "Hi!"),
+        ("user", "What is 2 + 2?"),
+        ("assistant", "2 + 2 = 4"),
+    ]
+    await chat.screenshot("regenerate")
+
+
+async def test_edit_the_last_message_and_resend_it(
+    chat: ChatPage, upstream: FakeUpstream, server: str
+) -> None:
+    upstream.add(text_reply("2 + 2 = 4"), text_reply("2 + 3 = 5"))
+    await chat.send("What is 2 + 2?")
+    await chat.wait_for_reply()
+    user = chat.page.locator(".msg-user")
+
+    await user.get_by_role("button", name="Edit message").click()
+    editor = user.get_by_role("textbox", name="Edit your message")
+    await expect(editor).to_be_focused()
+    await expect(editor).to_have_value("What is 2 + 2?")
+    await chat.page.keyboard.press("Escape")  # cancel: the message is as it was
+    await expect(editor).to_have_count(0)
+    await expect(user.locator(".bubble")).to_have_text("What is 2 + 2?")
+    await user.get_by_role("button", name="Edit message").click()
+    await editor.fill("What is 2 + 3?")
+    await chat.screenshot("edit")
+    await user.get_by_role("button", name="Send").click()
+    await chat.wait_for_reply()
+
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["What is 2 + 3?"])
+    await expect(chat.replies.locator(".md")).to_have_text(["2 + 3 = 5"])
+    assert await stored_messages(server, await chat.conversation_id()) == [
+        ("user", "What is 2 + 3?"),
+        ("assistant", "2 + 3 = 5"),
+    ]
+    await chat.screenshot("edited")
 
 
 async def test_keyboard_enter_sends_shift_enter_breaks_the_line_and_escape_stops(
@@ -457,15 +711,17 @@ async def test_keyboard_enter_sends_shift_enter_breaks_the_line_and_escape_stops
     await chat.page.keyboard.press("Escape")
     await expect(chat.last_reply.locator(".stopped-note")).to_be_visible()
 
-    # Shift+Tab from the message box reaches "New conversation", with a visible focus ring.
+    # Shift+Tab from the message box reaches the last reply's Regenerate, with a visible focus
+    # ring; the header's buttons work from the keyboard too.
     await chat.page.keyboard.press("Shift+Tab")
-    new_conversation = chat.page.get_by_role("button", name="New conversation")
-    await expect(new_conversation).to_be_focused()
-    outline = await new_conversation.evaluate(
+    regenerate = chat.last_reply.get_by_role("button", name="Regenerate")
+    await expect(regenerate).to_be_focused()
+    outline = await regenerate.evaluate(
         "el => [getComputedStyle(el).outlineStyle, getComputedStyle(el).outlineWidth]"
     )
     assert outline[0] != "none"
     assert float(outline[1].removesuffix("px")) >= 2
+    await chat.page.get_by_role("button", name="New conversation").focus()
     await chat.page.keyboard.press("Enter")
     await expect(chat.page.locator("#messages > *")).to_have_count(0)
 
@@ -487,6 +743,63 @@ async def test_dark_mode_renders_tools_and_artifacts(
     red, green, blue = (int(part) for part in background[4:-1].split(","))
     assert red + green + blue < 120, background
     await chat.screenshot("dark-mode")
+
+
+async def test_model_picker_offers_the_default_and_keeps_a_choice_only_once_it_worked(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        text_reply("From the mini model.", model="openai/gpt-4o-mini"),
+        HttpError(
+            400, {"error": {"message": "anthropic/claude-3.5-haiku is not a valid model ID"}}
+        ),
+    )
+    picker = chat.page.get_by_label("Model")
+    options = picker.locator("option")
+    await expect(options).to_have_text(
+        [DEFAULT_MODEL, *(m for m in PICKER_MODELS if m != DEFAULT_MODEL)]
+    )
+    groups = await picker.locator("optgroup").evaluate_all("groups => groups.map(g => g.label)")
+    assert groups == ["Default", "More models"]
+    await expect(picker).to_have_value(DEFAULT_MODEL)
+
+    await picker.select_option("openai/gpt-4o-mini")
+    assert await chat.page.evaluate("localStorage.getItem('streamchat.model')") is None
+    await chat.send("Hello")
+    await chat.wait_for_reply()
+    assert upstream.requests[0]["model"] == "openai/gpt-4o-mini"
+    stored = await chat.page.evaluate("localStorage.getItem('streamchat.model')")
+    assert stored == "openai/gpt-4o-mini"
+    await chat.page.reload()
+    await expect(picker).to_have_value("openai/gpt-4o-mini")
+    await chat.screenshot("model-picker")
+
+    # A model the upstream refuses is not kept: the picker goes back to the default.
+    await picker.select_option("anthropic/claude-3.5-haiku")
+    await chat.send("Hello again")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.locator(".error-code")).to_have_text("invalid_model")
+    await expect(picker).to_have_value(DEFAULT_MODEL)
+    assert await chat.page.evaluate("localStorage.getItem('streamchat.model')") is None
+    await expect(chat.page.get_by_role("status")).to_contain_text("refused the model")
+
+
+OFFLINE = Backend("local", "smollm2-135m-instruct")
+
+
+@pytest.mark.parametrize("server", [OFFLINE], indirect=True, ids=["local"])
+async def test_the_page_says_quietly_when_the_small_offline_model_answers(chat: ChatPage) -> None:
+    picker = chat.page.get_by_label("Model")
+    await expect(picker.locator("option")).to_have_text(["Offline model"])
+    await expect(picker).to_have_value("smollm2-135m-instruct")
+    note = chat.page.locator("#offline-note")
+    await expect(note).to_be_visible()
+    await expect(note).to_contain_text("Offline: smollm2-135m-instruct, a small model")
+    await expect(chat.page.locator("#backend-notice")).to_be_hidden()
+    await chat.screenshot("offline")
+    await chat.page.set_viewport_size(PHONE)
+    await expect(note).to_be_in_viewport()
+    await chat.screenshot("phone-offline")
 
 
 STREAM_CHECK = """
@@ -511,6 +824,13 @@ async ([frames, sizes]) => {
     for await (const event of streamChat(options)) events.push(event);
     results[size] = events;
   }
+  const record = async (url, init) => {
+    requests.push({ url, method: init.method, body: init.body });
+    return new Response(frames);
+  };
+  for await (const _ of streamChat({ message: 'again', regenerate: true, fetch: record })) {
+    /* drain */
+  }
 
   const failure = async (make) => {
     try {
@@ -533,7 +853,9 @@ async ([frames, sizes]) => {
       return new Response('{"message": "Conversation cleared"}');
     },
   });
-  return { results, requests: requests.slice(0, 1), refused, notJson, cut, deleted, answer };
+  return {
+    results, requests: [requests[0], requests.at(-1)], refused, notJson, cut, deleted, answer,
+  };
 }
 """
 
@@ -566,7 +888,8 @@ async def test_streamchat_js_reassembles_frames_split_anywhere(chat: ChatPage) -
             "body": json.dumps({"message": "hi", "model": "m/1", "conversationId": "c-1"})
             .replace(", ", ",")
             .replace(": ", ":"),
-        }
+        },
+        {"url": "/api/stream", "method": "POST", "body": '{"message":"again","regenerate":true}'},
     ]
     assert out["refused"] == {
         "name": "StreamChatError",

@@ -275,6 +275,27 @@ async def test_second_turn_sends_exactly_the_history(
     ]
 
 
+async def test_regenerate_replaces_the_last_turn_in_the_history(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("Hi!"), text_reply("2 + 2 = 5"), text_reply("2 + 2 = 4"))
+    await stream(client, "Hello!", conversationId="re")
+    await stream(client, "What is 2 + 2?", conversationId="re")
+
+    reply = await stream(client, "What is 2 + 2, exactly?", conversationId="re", regenerate=True)
+
+    assert reply.text == "2 + 2 = 4"
+    expected = [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "What is 2 + 2, exactly?"},
+    ]
+    assert upstream.requests[2]["messages"] == expected
+    stored = await (await client.get("/api/conversation/re")).json()
+    assert stored["messages"] == [*expected, {"role": "assistant", "content": "2 + 2 = 4"}]
+
+
 async def test_both_delete_routes_clear_and_the_next_turn_starts_fresh(
     client: Client, upstream: FakeUpstream
 ) -> None:

@@ -1,9 +1,15 @@
 /**
  * The artifacts panel. Artifacts are grouped by title: when one with a known title arrives again,
  * its card shows the new version and a selector ("v1", "v2", ...) keeps the older ones reachable.
- * Content streams in as `artifact_content` deltas and is settled by `artifact_completed`.
+ * Content streams in as `artifact_content` deltas (plain text while it is written) and is settled,
+ * and highlighted, by `artifact_completed`.
+ *
+ * Beside the chat on a wide screen, the panel opens by itself when an artifact starts. On a phone
+ * it is a sheet over the chat that opens only from an artifact's chip, so a new artifact never
+ * pushes the reply out of view; the close button, the backdrop and Escape close it.
  */
-import { h, icon } from './dom.js';
+import { copyButton, h, icon } from './dom.js';
+import { highlighted } from './markdown.js';
 
 const EXTENSIONS = {
   python: 'py', javascript: 'js', typescript: 'ts', html: 'html', css: 'css', json: 'json',
@@ -11,20 +17,51 @@ const EXTENSIONS = {
   csharp: 'cs', ruby: 'rb', sql: 'sql', yaml: 'yaml', toml: 'toml', markdown: 'md',
 };
 
+/** Where the panel is a sheet over the chat rather than a column beside it (style.css agrees). */
+const SHEET = window.matchMedia('(max-width: 760px)');
+
 export class ArtifactPanel {
   #groups = new Map(); // title -> {card, versions, shown}
   #versions = new Map(); // artifactId -> version
   #serial = 0;
+  #opener = null; // what had focus when the panel was opened from a chip
 
   /**
-   * @param {{panel: HTMLElement, list: HTMLElement, count: HTMLElement}} nodes
-   * @param {(message: string) => void} announce  tells screen-reader users what happened
+   * @param {{panel: HTMLElement, list: HTMLElement, count: HTMLElement, close: HTMLElement,
+   *          backdrop: HTMLElement}} nodes
    */
-  constructor({ panel, list, count }, announce) {
+  constructor({ panel, list, count, close, backdrop }) {
     this.panel = panel;
     this.list = list;
     this.count = count;
-    this.announce = announce;
+    close.addEventListener('click', () => this.close());
+    backdrop.addEventListener('click', () => this.close());
+    document.addEventListener('keydown', (event) => {
+      const inside = this.panel.contains(document.activeElement);
+      if (event.key !== 'Escape' || event.defaultPrevented || !this.isOpen) return;
+      if (!inside && !SHEET.matches) return;
+      event.preventDefault();
+      this.close();
+    });
+  }
+
+  get isOpen() {
+    return !this.panel.hidden;
+  }
+
+  open() {
+    this.panel.hidden = false;
+    document.body.classList.add('artifacts-open');
+  }
+
+  /** Closes the panel (the sheet, on a phone) and gives focus back to the chip that opened it. */
+  close() {
+    if (!this.isOpen) return;
+    const focused = this.panel.contains(document.activeElement);
+    this.panel.hidden = true;
+    document.body.classList.remove('artifacts-open');
+    if (focused || SHEET.matches) this.#opener?.focus({ preventScroll: true });
+    this.#opener = null;
   }
 
   /** `artifact_started`: a new artifact, or a new version of one with the same title. */
@@ -51,10 +88,9 @@ export class ArtifactPanel {
     this.#versions.set(artifactId, version);
     group.card.select.append(h('option', { value: String(version.number) }, `v${version.number}`));
     this.#show(version);
-    this.panel.hidden = false;
-    document.body.classList.add('has-artifacts');
+    if (!SHEET.matches) this.open();
     this.#updateCount();
-    group.card.node.scrollIntoView({ block: 'nearest' });
+    if (this.isOpen) group.card.node.scrollIntoView({ block: 'nearest' });
     return version;
   }
 
@@ -82,8 +118,10 @@ export class ArtifactPanel {
     return version;
   }
 
-  /** Shows this version in its card and moves focus there (the chat's artifact chips). */
+  /** Opens the panel on this version and moves focus there (the chat's artifact chips). */
   reveal(version) {
+    this.#opener = document.activeElement;
+    this.open();
     this.#show(version);
     const { node } = version.group.card;
     node.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
@@ -94,8 +132,7 @@ export class ArtifactPanel {
     this.#groups.clear();
     this.#versions.clear();
     this.list.replaceChildren();
-    this.panel.hidden = true;
-    document.body.classList.remove('has-artifacts');
+    this.close();
     this.#updateCount();
   }
 
@@ -114,7 +151,9 @@ export class ArtifactPanel {
     card.status.hidden = !card.status.textContent;
     card.select.value = String(version.number);
     card.select.parentElement.hidden = group.versions.length < 2;
-    card.code.replaceChildren(version.content);
+    card.code.replaceChildren(
+      version.done ? highlighted(version.content, version.language) : version.content,
+    );
     numberLines(card, version.content);
   }
 
@@ -128,15 +167,9 @@ export class ArtifactPanel {
       id: selectId,
       onchange: () => this.#show(group.versions[Number(select.value) - 1]),
     });
-    const code = h('code', {});
+    const code = h('code', { class: 'hljs' });
     const gutter = h('span', { class: 'gutter', 'aria-hidden': 'true' });
-    const copy = h(
-      'button',
-      { type: 'button', class: 'btn btn-ghost btn-small', 'aria-label': `Copy ${title}` },
-      icon('copy'),
-      h('span', {}, 'Copy'),
-    );
-    copy.addEventListener('click', () => this.#copy(current(), copy));
+    const copy = copyButton(() => current().content, { label: `Copy ${title}`, visible: true });
     const download = h(
       'button',
       { type: 'button', class: 'btn btn-ghost btn-small', 'aria-label': `Download ${title}` },
@@ -184,18 +217,6 @@ export class ArtifactPanel {
     return group;
   }
 
-  async #copy(version, button) {
-    const label = button.querySelector('span');
-    try {
-      await copyText(version.content);
-      label.textContent = 'Copied';
-      this.announce(`Copied ${version.title} to the clipboard`);
-    } catch {
-      label.textContent = 'Copy failed';
-    }
-    setTimeout(() => (label.textContent = 'Copy'), 1600);
-  }
-
   #updateCount() {
     const count = this.#groups.size;
     this.count.textContent = count ? String(count) : '';
@@ -208,18 +229,6 @@ function numberLines(card, content) {
   if (lines === card.lines) return;
   card.lines = lines;
   card.gutter.textContent = Array.from({ length: lines }, (_, i) => i + 1).join('\n');
-}
-
-async function copyText(text) {
-  if (navigator.clipboard?.writeText) return navigator.clipboard.writeText(text);
-  // Plain http on a LAN address is not a secure context: no Clipboard API there.
-  const area = h('textarea', { class: 'visually-hidden', readonly: true });
-  area.value = text;
-  document.body.append(area);
-  area.select();
-  const ok = document.execCommand('copy');
-  area.remove();
-  if (!ok) throw new Error('copy failed');
 }
 
 /** The title as a safe file name, with an extension from the language when it has none. */

@@ -1,114 +1,126 @@
 /**
- * A small Markdown subset for chat replies: paragraphs, line breaks, bullet and numbered lists,
- * headings, rules, fenced code blocks, inline `code` and **bold**. It returns DOM nodes built with
- * textContent only: markup in the model's text (`<b>`, `<img onerror=...>`) stays literal text.
- * It is re-run on the whole text as a reply streams, so half-finished syntax simply shows as
- * typed until its closing mark arrives.
+ * Markdown for chat replies: marked (GitHub-flavoured: tables, task lists, strikethrough) made
+ * into DOM through DOMPurify. Raw HTML in the model's text shows as text, not markup (a model that
+ * writes `<b>` or `<img onerror=...>` in prose means the characters); links open in a new tab with
+ * rel="noopener noreferrer"; images become links, since the page loads nothing from elsewhere;
+ * code blocks are highlighted and carry a copy button.
+ *
+ * `MarkdownView` renders a reply while it streams: blocks that are complete (another block has
+ * begun after them) are rendered once and kept, so each frame renders only the open last block.
  */
-import { h } from './dom.js';
+import DOMPurify from './vendor/dompurify/purify.es.js';
+import { Marked } from './vendor/marked/marked.esm.js';
+import { copyButton, h } from './dom.js';
+import { highlightHtml, languageName } from './highlight.js';
 
-const BULLET = /^\s{0,3}[-*+•]\s+(.*)$/;
-const NUMBERED = /^\s{0,3}(\d{1,9})[.)]\s+(.*)$/;
-const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$/;
-const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
-const FENCE = /^\s{0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/;
-const INLINE = /(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*/g;
+const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 
-/** @param {string} text @returns {DocumentFragment} */
-export function renderMarkdown(text) {
-  const out = document.createDocumentFragment();
-  const lines = text.split(/\r\n|\r|\n/);
-  let paragraph = [];
-  let list = null; // {node, ordered}
-  let item = null;
+const marked = new Marked({
+  gfm: true,
+  breaks: true, // a line break the model writes is a line break on the page
+  renderer: {
+    html({ text, block }) {
+      return block ? `<p>${escapeHtml(text.trim())}</p>` : escapeHtml(text);
+    },
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
+    },
+    code({ text, lang }) {
+      const language = (lang ?? '').trim().split(/\s/)[0];
+      const html = highlightHtml(text, language) ?? escapeHtml(text);
+      return `<pre data-language="${escapeHtml(language)}"><code class="hljs">${html}</code></pre>`;
+    },
+  },
+});
 
-  const endParagraph = () => {
-    if (paragraph.length > 0) out.append(h('p', {}, inlineLines(paragraph)));
-    paragraph = [];
-  };
-  const endBlock = () => {
-    endParagraph();
-    list = null;
-    item = null;
-  };
+// An instance of our own, so these rules apply to this page's Markdown and nothing else.
+const purify = DOMPurify(window);
+purify.addHook('afterSanitizeAttributes', (node) => {
+  if (node.tagName === 'A' && node.hasAttribute('href')) {
+    node.setAttribute('target', '_blank');
+    node.setAttribute('rel', 'noopener noreferrer');
+  }
+  if (node.tagName === 'INPUT') node.setAttribute('disabled', ''); // task-list boxes only show
+});
+const SANITIZE = {
+  RETURN_DOM_FRAGMENT: true,
+  FORBID_TAGS: ['style', 'form', 'img', 'svg', 'math', 'button', 'textarea', 'select'],
+  FORBID_ATTR: ['style', 'id', 'name'],
+};
 
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    const fence = FENCE.exec(line);
-    if (fence) {
-      endBlock();
-      const closing = new RegExp(`^\\s{0,3}\\${fence[1][0]}{${fence[1].length},}\\s*$`);
-      const body = [];
-      while (++i < lines.length && !closing.test(lines[i])) body.push(lines[i]);
-      out.append(codeBlock(body.join('\n'), fence[2]));
-      continue;
-    }
-    if (!line.trim()) {
-      // A blank line ends a paragraph; a list goes on if its next item follows.
-      endParagraph();
-      item = null;
-      continue;
-    }
-    const bullet = BULLET.exec(line);
-    const numbered = bullet ? null : NUMBERED.exec(line);
-    if ((bullet || numbered) && !RULE.test(line)) {
-      endParagraph();
-      const ordered = Boolean(numbered);
-      if (!list || list.ordered !== ordered) {
-        const start = ordered && numbered[1] !== '1' ? Number(numbered[1]) : null;
-        list = { ordered, node: h(ordered ? 'ol' : 'ul', { start }) };
-        out.append(list.node);
+/** Sanitised DOM for marked's tokens, with our code-block and table chrome around them. */
+function toDom(tokens) {
+  const fragment = purify.sanitize(marked.parser(tokens), SANITIZE);
+  for (const pre of fragment.querySelectorAll('pre')) {
+    const code = pre.querySelector('code') ?? pre;
+    const language = languageName(pre.dataset.language) || pre.dataset.language || '';
+    const box = h('div', { class: 'md-code' });
+    pre.replaceWith(box);
+    const head = h(
+      'div',
+      { class: 'md-code-head' },
+      h('span', { class: 'md-code-lang' }, language),
+      copyButton(() => code.textContent, { label: 'Copy code', visible: true }),
+    );
+    box.append(head, pre);
+  }
+  for (const table of fragment.querySelectorAll('table')) {
+    const wrapper = h('div', { class: 'md-table' });
+    table.replaceWith(wrapper);
+    wrapper.append(table);
+  }
+  return fragment;
+}
+
+const length = (tokens) => tokens.reduce((sum, token) => sum + token.raw.length, 0);
+
+/** The Markdown of one text segment of a reply, rendered into `node` as it grows. */
+export class MarkdownView {
+  #source = '';
+  #settled = 0; // how much of the source is rendered for good
+  #open = []; // the nodes of the open last block, rendered again each time
+
+  constructor(node) {
+    this.node = node;
+  }
+
+  get text() {
+    return this.#source;
+  }
+
+  append(delta) {
+    this.#source += delta;
+  }
+
+  /** Renders what is new; `final` when no more text will come, so the last block is done too. */
+  render(final = false) {
+    const tail = this.#source.slice(this.#settled).replace(/\r\n?/g, '\n');
+    const tokens = marked.lexer(tail);
+    let cut = tokens.length;
+    if (!final) {
+      while (cut > 0 && tokens[cut - 1].type === 'space') cut--;
+      cut = Math.max(cut - 1, 0);
+      // Offsets only add up when the lexer kept every character (it does for "\n" text).
+      if (length(tokens) !== tail.length || tail.length !== this.#source.length - this.#settled) {
+        cut = 0;
       }
-      item = h('li', {}, inline(bullet ? bullet[1] : numbered[2]));
-      list.node.append(item);
-      continue;
     }
-    if (item && /^\s/.test(line)) {
-      item.append(h('br'), ...inline(line.trim()));
-      continue;
+    for (const node of this.#open) node.remove();
+    if (cut > 0) {
+      const done = tokens.slice(0, cut);
+      this.node.append(toDom(done));
+      this.#settled += length(done);
     }
-    const heading = HEADING.exec(line);
-    if (heading || RULE.test(line)) {
-      endBlock();
-      const level = heading ? Math.min(heading[1].length + 2, 6) : 0;
-      out.append(heading ? h(`h${level}`, {}, inline(heading[2])) : h('hr'));
-      continue;
-    }
-    if (list) endBlock();
-    paragraph.push(line);
+    const open = toDom(tokens.slice(cut));
+    this.#open = [...open.childNodes];
+    this.node.append(open);
   }
-  endParagraph();
-  return out;
 }
 
-function codeBlock(code, language) {
-  return h(
-    'div',
-    { class: 'md-code' },
-    language ? h('div', { class: 'md-code-lang' }, language) : null,
-    h('pre', {}, h('code', {}, code)),
-  );
-}
-
-function inlineLines(lines) {
-  return lines.flatMap((line, index) => (index === 0 ? inline(line) : [h('br'), ...inline(line)]));
-}
-
-/** Inline `code` and **bold**; everything else is text. */
-function inline(text) {
-  const nodes = [];
-  let last = 0;
-  for (const match of text.matchAll(INLINE)) {
-    if (match.index > last) nodes.push(text.slice(last, match.index));
-    if (match[1]) {
-      const code = match[2];
-      const trimmed = /^ .*[^ ].* $/.test(code) ? code.slice(1, -1) : code;
-      nodes.push(h('code', {}, trimmed));
-    } else {
-      nodes.push(h('strong', {}, inline(match[3])));
-    }
-    last = match.index + match[0].length;
-  }
-  if (last < text.length) nodes.push(text.slice(last));
-  return nodes;
+/** `code` highlighted for `language` (sanitised DOM), or as plain text when not known. */
+export function highlighted(code, language) {
+  const html = highlightHtml(code, language);
+  if (html === null) return document.createTextNode(code);
+  return purify.sanitize(html, { RETURN_DOM_FRAGMENT: true, ALLOWED_TAGS: ['span'] });
 }

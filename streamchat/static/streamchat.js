@@ -11,11 +11,24 @@
  *   await clearConversation('c1');
  *
  * `streamChat` POSTs one turn to `/api/stream` and yields each Server-Sent Event's JSON data as an
- * object (`{type, chunkIndex, elapsedMs, ...}`, see SPEC.md section 2), ending after the terminal
- * `completion` or `error` event. Frames may be split anywhere by the network, even inside a UTF-8
- * character. A refused request (not 200) or a stream that ends without a terminal event throws a
- * `StreamChatError` carrying the server's `message`, `code` and HTTP `status`. `controller.abort()`
- * rejects with the usual `AbortError` and closes the connection, which stops the model upstream.
+ * object, ending after the terminal `completion` or `error` event. Every event has `type`,
+ * `chunkIndex` (0, 1, 2, ... across the turn) and `elapsedMs`; beyond those:
+ *
+ *   text                         content (the text delta)
+ *   tool_executing               toolName, toolId, arguments (a JSON string)
+ *   tool_completed / tool_error  the same, plus result or error, and executionMs
+ *   artifact_started             artifactId, artifactType, title, language
+ *   artifact_content             artifactId, contentDelta
+ *   artifact_completed           artifactId, artifactType, title, language, content
+ *   completion                   finishReason, model, conversationId, usage
+ *   error                        message (for a person), code (for a program)
+ *
+ * With `regenerate: true` the server first forgets the conversation's last user message and
+ * everything after it, so the turn replaces the last one (regenerate, edit and resend, retry).
+ * Frames may be split anywhere by the network, even inside a UTF-8 character. A refused request
+ * (not 200) or a stream that ends without a terminal event throws a `StreamChatError` carrying
+ * the server's `message`, `code` and HTTP `status`. `controller.abort()` rejects with the usual
+ * `AbortError` and closes the connection, which stops the model upstream.
  *
  * `SSEDecoder` is the sans-IO part: `feed(text)` returns the complete events so far, `flush()`
  * the last one when the stream ends without a blank line.
@@ -133,14 +146,15 @@ const TERMINAL = new Set(['completion', 'error']);
 
 /**
  * Streams one chat turn.
- * @param {{message: string, model?: string, conversationId?: string, signal?: AbortSignal,
- *          url?: string, fetch?: typeof fetch}} options
+ * @param {{message: string, model?: string, conversationId?: string, regenerate?: boolean,
+ *          signal?: AbortSignal, url?: string, fetch?: typeof fetch}} options
  * @returns {AsyncGenerator<Record<string, any>>}
  */
 export async function* streamChat({
   message,
   model,
   conversationId,
+  regenerate = false,
   signal,
   url = '/api/stream',
   fetch: fetchImpl = globalThis.fetch,
@@ -148,6 +162,7 @@ export async function* streamChat({
   const body = { message };
   if (model) body.model = model;
   if (conversationId) body.conversationId = conversationId;
+  if (regenerate) body.regenerate = true;
   const response = await fetchImpl(url, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
