@@ -8,6 +8,7 @@ without persistence looks like to its clients.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -61,10 +62,20 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
             time.sleep(0.02)
 
+    def pause(self) -> None:
+        """Freeze the server: connections stay open and nothing answers (a hung Redis)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused server would not see SIGTERM
         process.terminate()
         try:
             process.wait(timeout=5)

@@ -21,7 +21,7 @@ from streamchat.events import ToolCall
 from streamchat.stores import LeaseLost, Store, StoreError, StoreUnavailable, make_store
 from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 Factory = Callable[[], Store]
 
@@ -500,6 +500,32 @@ async def test_redis_unreachable_is_store_unavailable_until_it_comes_back(
         server.stop()
 
 
+async def test_redis_a_server_that_stops_answering_is_store_unavailable_after_the_timeout(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = RedisServer(tmp_path / "own")  # its own server: this test freezes it
+    server.start()
+    store = redis_store(server, timeout_seconds=0.3)
+    try:
+        await store.open()
+        await run_turn(store, "c", "kept")
+        server.pause()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(StoreUnavailable):
+            await store.load("me", "c")
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        assert loop.time() - started < 2.0  # each gave up after its timeout, without retries
+
+        server.resume()
+        stored = await store.load("me", "c")
+        assert stored is not None and stored.title == "kept"
+    finally:
+        await store.close()
+        server.stop()
+
+
 async def test_redis_a_turn_whose_server_went_away_gets_store_unavailable(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -517,6 +543,22 @@ async def test_redis_a_turn_whose_server_went_away_gets_store_unavailable(
     finally:
         await store.close()
         server.stop()
+
+
+async def test_redis_open_stops_at_a_bad_database_but_not_at_an_absent_server(
+    redis_server: RedisServer,
+) -> None:
+    pytest.importorskip("redis", reason="the redis package is not installed")
+    bad = make_store(redis_server.url.replace("/0", "/99"), ttl_seconds=1, max_conversations=1)
+    with pytest.raises(StoreError, match="STORE_URL"):
+        await bad.open()
+    await bad.close()
+
+    absent = make_store(f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=1, max_conversations=1)
+    await absent.open()  # it may come up later: requests get 503 until then
+    with pytest.raises(StoreUnavailable):
+        await absent.ping()
+    await absent.close()
 
 
 async def test_a_redis_url_names_a_redis_store_and_its_description_hides_the_password() -> None:

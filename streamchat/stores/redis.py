@@ -212,9 +212,14 @@ class RedisStore:
         # Turns that were running belong to processes that may still be alive: nothing to mark
         # here; `load` and `begin_turn` tell a dead turn by its lease.
         try:
-            await self.ping()
-        except StoreUnavailable as exc:
-            log.warning("%s; requests get 503 until it answers", exc)
+            await self._client.ping()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            raise StoreError(f"STORE_URL: Redis at {self.where} refused the login: {exc}") from None
+        except UNREACHABLE as exc:
+            # Redis may come up after streamchat: serve 503s until it answers.
+            log.warning("Redis at %s cannot be reached yet: %s", self.where, exc)
+        except redis.exceptions.RedisError as exc:  # e.g. a database number out of range
+            raise StoreError(f"STORE_URL: Redis at {self.where} refused it: {exc}") from None
 
     async def close(self) -> None:
         for task in list(self._tasks):
