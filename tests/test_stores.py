@@ -379,13 +379,13 @@ async def test_redis_a_conversation_written_by_one_process_is_read_by_another(
     two_stores: tuple[Store, Store],
 ) -> None:
     one, other = two_stores
-    await run_turn(one, "c", "started here", "hello")
+    await run_turn(one, "c", "started here", "héllo ✓ \ud800")  # a lone surrogate survives
     await run_turn(other, "c", "continued there", "hi again")
 
     stored = await one.load("me", "c")
     assert stored is not None
     assert [m.get("content") for m in stored.messages] == [
-        "be brief", "started here", "hello", "continued there", "hi again",
+        "be brief", "started here", "héllo ✓ \ud800", "continued there", "hi again",
     ]  # fmt: skip
     assert stored.turns == 2
     listed, _ = await one.recent("me", 10)
@@ -455,6 +455,31 @@ async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     assert (stored.turns, stored.running_turn, stored.interrupted_turn) == (2, None, 1)
     assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "user"]
     assert all(m.get("content") != "late" for m in stored.messages)
+
+
+async def test_redis_a_holder_whose_lease_was_taken_finds_out_at_renewal(
+    two_stores: tuple[Store, Store], redis_server: RedisServer
+) -> None:
+    import redis.asyncio
+
+    holder, _ = two_stores
+    async with holder.lock("me", "c"):
+        begun = await holder.begin_turn("me", "c", "", "hi")
+        # As if its lease had expired during a long pause and another process had taken it.
+        lease_key = holder._keys("me", "c").lease  # type: ignore[attr-defined]
+        other = redis.asyncio.Redis.from_url(redis_server.url)
+        await other.set(lease_key, "another process", px=5000)
+        await other.aclose()
+        await asyncio.sleep(0.3)  # a renewal (every 0.1 s) finds the other token
+
+        assert holder._leases[("me", "c")].lost  # type: ignore[attr-defined]
+        with pytest.raises(LeaseLost):
+            await Turn(holder, "me", "c", begun).end("completed")
+
+    stored = await holder.load("me", "c")
+    assert stored is not None
+    assert stored.messages == [{"role": "user", "content": "hi"}]
+    assert stored.running_turn is None and stored.interrupted_turn == 1
 
 
 async def test_redis_writes_without_the_lease_are_refused(redis_server: RedisServer) -> None:

@@ -194,7 +194,7 @@ class RedisStore:
                 # A retried script could run twice; a dead connection is replaced by the pool.
                 retry=Retry(NoBackoff(), 0),
                 decode_responses=True,
-                # Lone surrogates (from `\\ud800` in upstream JSON) survive the round trip.
+                # Lone surrogates (from `\ud800` escapes in upstream JSON) survive the round trip.
                 encoding_errors="surrogatepass",
             )
         except ValueError as exc:
