@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
 from tests.chunking import CHUNK_SIZES
 from tests.fake_upstream import FakeUpstream
+from tests.redis_server import RedisServer, redis_server_path
 
 # A missed injection fails fast instead of reaching a real network.
 UNREACHABLE = "http://upstream.invalid/api/v1"
@@ -43,6 +44,19 @@ def size(request: pytest.FixtureRequest) -> int | None:
     """The chunk size a parser test is fed at (None: whole)."""
     value: int | None = request.param
     return value
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real `redis-server` for the session; tests keep apart by key prefix."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,15 @@
-"""The store protocol, run against every store: the same behaviour from memory and SQLite."""
+"""The store protocol, run against every store: the same behaviour from memory, SQLite and Redis.
+
+The Redis tests start a real `redis-server` (see `tests/redis_server.py`) and are skipped, with
+the reason printed, when it is not installed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +18,10 @@ import pytest
 
 from streamchat.conversations import Turn
 from streamchat.events import ToolCall
-from streamchat.stores import Store, StoreError, make_store
+from streamchat.stores import LeaseLost, Store, StoreError, StoreUnavailable, make_store
 from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
+from tests.redis_server import RedisServer, free_port
 
 Factory = Callable[[], Store]
 
@@ -27,14 +35,28 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    """Makes a store; for SQLite, every store made in a test opens the same file."""
+    """Makes a store; every store made in a test sees the same conversations (for SQLite the
+    same file, for Redis the same key prefix, one per test)."""
     clock = Clock()
     if request.param == "memory":
         made = MemoryStore(ttl_seconds=3600, max_conversations=100, clock=clock)
         return lambda: made
-    return lambda: SqliteStore(str(tmp_path / "chat.db"), clock=clock)
+    if request.param == "sqlite":
+        return lambda: SqliteStore(str(tmp_path / "chat.db"), clock=clock)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    return lambda: redis_store(server, prefix=prefix, clock=clock)
+
+
+def redis_store(server: RedisServer, **options: Any) -> Store:
+    """A Redis store on the test server (redis-py is imported only by the tests that need it)."""
+    pytest.importorskip("redis", reason="the redis package is not installed")
+    from streamchat.stores.redis import RedisStore
+
+    options.setdefault("prefix", f"test-{uuid.uuid4().hex}:")
+    return RedisStore(server.url, **options)
 
 
 @pytest.fixture
@@ -175,6 +197,32 @@ async def test_the_list_is_most_recent_first_and_pages_with_a_cursor(store: Stor
     assert first[0].title == "message 1"
 
 
+async def test_owners_and_ids_that_would_join_to_one_key_stay_apart(store: Store) -> None:
+    await run_turn(store, "c", "first", owner="a:b")
+    await run_turn(store, "b:c", "second", owner="a")
+    await run_turn(store, "x", "third", owner="{a}:%3A")
+
+    first = await store.load("a:b", "c")
+    second = await store.load("a", "b:c")
+    assert first is not None and first.title == "first"
+    assert second is not None and second.title == "second"
+    assert await store.load("a", "c") is None
+    assert [c.id for c in (await store.recent("a", 10))[0]] == ["b:c"]
+    assert [c.title for c in (await store.recent("{a}:%3A", 10))[0]] == ["third"]
+
+
+async def test_regenerating_the_only_turn_takes_the_new_message_as_title(store: Store) -> None:
+    await run_turn(store, "c", "first try")
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "s", "second try", regenerate=True)
+        await Turn(store, "me", "c", begun).end("completed")
+
+    stored = await store.load("me", "c")
+    assert stored is not None
+    assert stored.title == "second try"
+    assert [m.get("content") for m in stored.messages] == ["be brief", "second try"]
+
+
 async def test_delete_forgets_and_is_idempotent(store: Store) -> None:
     await run_turn(store, "c", "hi")
 
@@ -309,3 +357,258 @@ async def test_the_memory_store_never_evicts_a_conversation_with_a_turn_running(
         await store.begin_turn("me", "busy", "", "long")
         await run_turn(store, "other", "hi")
         assert await store.load("me", "busy") is not None
+
+
+# --- Redis: several processes on one Redis, the lease, an unreachable server -------------------
+
+
+@pytest.fixture
+async def two_stores(redis_server: RedisServer) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one Redis, as two streamchat processes would have (a short lease)."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    first = redis_store(redis_server, prefix=prefix, lease_seconds=0.3)
+    second = redis_store(redis_server, prefix=prefix, lease_seconds=0.3)
+    await first.open()
+    await second.open()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_redis_a_conversation_written_by_one_process_is_read_by_another(
+    two_stores: tuple[Store, Store],
+) -> None:
+    one, other = two_stores
+    await run_turn(one, "c", "started here", "héllo ✓ \ud800")  # a lone surrogate survives
+    await run_turn(other, "c", "continued there", "hi again")
+
+    stored = await one.load("me", "c")
+    assert stored is not None
+    assert [m.get("content") for m in stored.messages] == [
+        "be brief", "started here", "héllo ✓ \ud800", "continued there", "hi again",
+    ]  # fmt: skip
+    assert stored.turns == 2
+    listed, _ = await one.recent("me", 10)
+    assert [(c.id, c.turns) for c in listed] == [("c", 2)]
+
+
+async def test_redis_the_lease_makes_a_second_holder_wait_until_the_first_releases(
+    two_stores: tuple[Store, Store],
+) -> None:
+    one, other = two_stores
+    order: list[str] = []
+
+    async def second_turn() -> None:
+        async with other.lock("me", "c"):
+            order.append("second holds")
+            begun = await other.begin_turn("me", "c", "", "two")
+            await Turn(other, "me", "c", begun).end("completed")
+
+    async with one.lock("me", "c"):
+        begun = await one.begin_turn("me", "c", "", "one")
+        waiting = asyncio.create_task(second_turn())
+        # Longer than the lease: renewal keeps it, so the other process still waits.
+        await asyncio.sleep(0.8)
+        assert order == []
+        running = await other.load("me", "c")
+        assert running is not None and running.running_turn == 1
+        await Turn(one, "me", "c", begun).end("completed")
+        order.append("first releases")
+    await asyncio.wait_for(waiting, timeout=2)
+
+    assert order == ["first releases", "second holds"]
+    stored = await one.load("me", "c")
+    assert stored is not None
+    assert [m.get("content") for m in stored.messages] == ["one", "two"]
+
+
+async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
+    two_stores: tuple[Store, Store],
+) -> None:
+    dead, alive = two_stores
+    holding = dead.lock("me", "c")
+    await holding.__aenter__()
+    begun = await dead.begin_turn("me", "c", "", "never finished")
+    dead_turn = Turn(dead, "me", "c", begun)
+    await dead_turn.add_tool_round([ToolCall("t1", "add", "{}")], ["1"])
+    # The process dies: nothing renews its lease any more.
+    renewal = dead._leases[("me", "c")].renewal  # type: ignore[attr-defined]
+    renewal.cancel()
+
+    started = asyncio.get_running_loop().time()
+    async with alive.lock("me", "c"):
+        waited = asyncio.get_running_loop().time() - started
+        seen = await alive.load("me", "c")
+        assert seen is not None
+        assert (seen.running_turn, seen.interrupted_turn) == (None, 1)  # read-side, no write
+        with pytest.raises(LeaseLost):
+            await dead.append("me", "c", 1, [{"role": "assistant", "content": "late"}])
+        begun = await alive.begin_turn("me", "c", "", "again")
+        with pytest.raises(LeaseLost):
+            await dead_turn.end("completed")
+        await Turn(alive, "me", "c", begun).end("completed")
+    await holding.__aexit__(None, None, None)
+
+    assert 0.1 < waited < 2.0
+    stored = await alive.load("me", "c")
+    assert stored is not None
+    assert (stored.turns, stored.running_turn, stored.interrupted_turn) == (2, None, 1)
+    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "user"]
+    assert all(m.get("content") != "late" for m in stored.messages)
+
+
+async def test_redis_a_holder_whose_lease_was_taken_finds_out_at_renewal(
+    two_stores: tuple[Store, Store], redis_server: RedisServer
+) -> None:
+    import redis.asyncio
+
+    holder, _ = two_stores
+    async with holder.lock("me", "c"):
+        begun = await holder.begin_turn("me", "c", "", "hi")
+        # As if its lease had expired during a long pause and another process had taken it.
+        lease_key = holder._keys("me", "c").lease  # type: ignore[attr-defined]
+        other = redis.asyncio.Redis.from_url(redis_server.url)
+        await other.set(lease_key, "another process", px=5000)
+        await other.aclose()
+        await asyncio.sleep(0.3)  # a renewal (every 0.1 s) finds the other token
+
+        assert holder._leases[("me", "c")].lost  # type: ignore[attr-defined]
+        with pytest.raises(LeaseLost):
+            await Turn(holder, "me", "c", begun).end("completed")
+
+    stored = await holder.load("me", "c")
+    assert stored is not None
+    assert stored.messages == [{"role": "user", "content": "hi"}]
+    assert stored.running_turn is None and stored.interrupted_turn == 1
+
+
+async def test_redis_writes_without_the_lease_are_refused(redis_server: RedisServer) -> None:
+    store = redis_store(redis_server)
+    await store.open()
+    try:
+        with pytest.raises(LeaseLost):
+            await store.begin_turn("me", "c", "", "no lock")
+        assert await store.load("me", "c") is None
+    finally:
+        await store.close()
+
+
+async def test_redis_unreachable_is_store_unavailable_until_it_comes_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = RedisServer(tmp_path / "own")  # its own server: this test stops it
+    server.start()
+    store = redis_store(server, lease_seconds=1, unavailable_after_seconds=0.3)
+    try:
+        await store.open()
+        await run_turn(store, "c", "before")
+        server.stop()
+
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.load("me", "c")
+        with pytest.raises(StoreUnavailable):
+            await store.recent("me", 10)
+        with pytest.raises(StoreUnavailable):
+            await store.delete("me", "c")
+        with pytest.raises(StoreUnavailable):
+            async with store.lock("me", "c"):
+                pass
+
+        server.start()  # the same port, empty (no persistence): the pool reconnects
+        await store.ping()
+        assert await store.load("me", "c") is None
+        assert await run_turn(store, "c", "after") == 1
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_redis_a_server_that_stops_answering_is_store_unavailable_after_the_timeout(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = RedisServer(tmp_path / "own")  # its own server: this test freezes it
+    server.start()
+    store = redis_store(server, timeout_seconds=0.3)
+    try:
+        await store.open()
+        await run_turn(store, "c", "kept")
+        server.pause()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(StoreUnavailable):
+            await store.load("me", "c")
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        assert loop.time() - started < 2.0  # each gave up after its timeout, without retries
+
+        server.resume()
+        stored = await store.load("me", "c")
+        assert stored is not None and stored.title == "kept"
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_redis_a_turn_whose_server_went_away_gets_store_unavailable(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = RedisServer(tmp_path / "own")
+    server.start()
+    store = redis_store(server)
+    try:
+        await store.open()
+        async with store.lock("me", "c"):
+            begun = await store.begin_turn("me", "c", "", "hi")
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await Turn(store, "me", "c", begun).end("completed")
+        # The lease could not be released: it expires on its own (here, with the server).
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_redis_open_stops_at_a_bad_database_but_not_at_an_absent_server(
+    redis_server: RedisServer,
+) -> None:
+    pytest.importorskip("redis", reason="the redis package is not installed")
+    bad = make_store(redis_server.url.replace("/0", "/99"), ttl_seconds=1, max_conversations=1)
+    with pytest.raises(StoreError, match="STORE_URL"):
+        await bad.open()
+    await bad.close()
+
+    absent = make_store(f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=1, max_conversations=1)
+    await absent.open()  # it may come up later: requests get 503 until then
+    with pytest.raises(StoreUnavailable):
+        await absent.ping()
+    await absent.close()
+
+
+async def test_a_redis_url_names_a_redis_store_and_its_description_hides_the_password() -> None:
+    pytest.importorskip("redis", reason="the redis package is not installed")
+    from streamchat.stores.redis import RedisStore
+
+    made = make_store(
+        "redis://user:s3cret@cache.internal:6380/2", ttl_seconds=1, max_conversations=1
+    )
+    try:
+        assert isinstance(made, RedisStore)
+        assert made.description == "redis (cache.internal:6380/2)"
+        assert "s3cret" not in repr(vars(made))
+    finally:
+        await made.close()
+    tls = make_store("rediss://:pw@localhost", ttl_seconds=1, max_conversations=1)
+    assert tls.description == "redis (localhost:6379/0, TLS)"
+    await tls.close()
+
+
+def test_a_redis_url_without_redis_py_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "streamchat.stores.redis", raising=False)
+
+    with pytest.raises(StoreError, match=r"pip install 'streamchat\[redis\]'"):
+        make_store("redis://localhost:6379/0", ttl_seconds=1, max_conversations=1)

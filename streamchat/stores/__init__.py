@@ -6,6 +6,7 @@ from streamchat.stores.base import (
     ANONYMOUS,
     BegunTurn,
     ConversationInfo,
+    LeaseLost,
     Outcome,
     Store,
     StoredConversation,
@@ -17,6 +18,7 @@ __all__ = [
     "ANONYMOUS",
     "BegunTurn",
     "ConversationInfo",
+    "LeaseLost",
     "Outcome",
     "Store",
     "StoreError",
@@ -26,8 +28,10 @@ __all__ = [
 ]
 
 
-def make_store(url: str, *, ttl_seconds: float, max_conversations: int) -> Store:
-    """The store a `STORE_URL` names: `sqlite:///<path>`, `memory://` (or, later, `redis://`)."""
+def make_store(
+    url: str, *, ttl_seconds: float, max_conversations: int, lease_seconds: float = 20.0
+) -> Store:
+    """The store a `STORE_URL` names: `sqlite:///<path>`, `redis://host:port/db`, `memory://`."""
     if url.startswith("sqlite://"):
         # sqlite:///streamchat.db is relative to the working directory; sqlite:////abs/path.db
         # is absolute, as in SQLAlchemy's URLs.
@@ -37,9 +41,22 @@ def make_store(url: str, *, ttl_seconds: float, max_conversations: int) -> Store
         from streamchat.stores.sqlite import SqliteStore
 
         return SqliteStore(path)
+    if url.startswith(("redis://", "rediss://")):
+        # redis-py is an optional extra: only a Redis store needs it.
+        try:
+            from streamchat.stores.redis import RedisStore
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] != "redis":
+                raise
+            raise StoreError(
+                "STORE_URL redis:// needs the redis package: pip install 'streamchat[redis]'"
+            ) from None
+        return RedisStore(url, lease_seconds=lease_seconds)
     if url in ("memory://", "memory:"):
         from streamchat.stores.memory import MemoryStore
 
         return MemoryStore(ttl_seconds, max_conversations)
     scheme = url.partition(":")[0] or url
-    raise StoreError(f"STORE_URL must start with sqlite:/// or memory://, not {scheme!r}")
+    raise StoreError(
+        f"STORE_URL must start with sqlite:///, redis://, rediss:// or memory://, not {scheme!r}"
+    )

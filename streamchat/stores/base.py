@@ -35,6 +35,15 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached right now; the request is answered `503 store_unavailable`."""
 
 
+class LeaseLost(StoreError):
+    """A turn's write was refused: its process no longer holds the conversation's lease.
+
+    Stores shared by several processes hand a conversation to one turn at a time with a lease
+    that expires; a holder that was paused or cut off past it may find another process running
+    the conversation, and must not write over that turn.
+    """
+
+
 @dataclass(slots=True)
 class ConversationInfo:
     """What the conversation list shows of one conversation."""

@@ -1,0 +1,554 @@
+"""`redis://host:port/db`: conversations in Redis, shared by any number of streamchat processes.
+
+A conversation is a hash (its metadata), a list of messages and a list of artifacts, each entry
+tagged with its turn so a regenerate can drop that turn's artifacts; each owner has a sorted set
+of conversation ids scored by `updated_at` for the most-recent-first list. Every key carries its
+owner as a hash tag, so the keys one script touches lie in one Redis Cluster slot. A turn holds
+the conversation's lease (`SET NX PX` with a random token, renewed while the turn runs, released
+with compare-and-delete), so a process that dies blocks its conversation for at most the lease.
+Each write of a turn is one Lua script that first checks that the lease still holds this
+process's token: a holder that lost its lease (a long pause, a partition) never writes over the
+turn that replaced it, and gets `LeaseLost`. A running turn whose lease is gone died with its
+process: `load` reports it interrupted, and the next `begin_turn` records it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from streamchat.providers.base import Message
+from streamchat.stores.base import (
+    BegunTurn,
+    ConversationInfo,
+    LeaseLost,
+    LocalLocks,
+    Outcome,
+    StoredConversation,
+    StoreError,
+    StoreUnavailable,
+    cursor_of,
+    make_title,
+    parse_cursor,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "Redis cannot be reached right now" rather than "Redis refused this".
+# A replica promoted mid-failover answers READONLY for a moment: unreachable, too.
+UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+)
+POLL_SECONDS = (0.005, 0.01, 0.02, 0.05)  # the lease wait: quick at first, then every 50 ms
+
+# Entries of the message and artifact lists are `<turn>\n<tag>\n<json>`: the tag is the
+# message's role or the artifact's id as JSON, so a script finds what it needs without
+# decoding bodies. JSON never contains a raw newline.
+BEGIN = """
+-- KEYS: meta, messages, artifacts, recent, lease
+-- ARGV: token, now, title, system entry ('' for none), user message JSON, regenerate, id
+if redis.call('GET', KEYS[5]) ~= ARGV[1] then return {0} end
+local turns = tonumber(redis.call('HGET', KEYS[1], 'turns'))
+local artifacts = redis.call('LRANGE', KEYS[3], 0, -1)
+if turns == nil then
+  turns = 0
+  redis.call('HSET', KEYS[1], 'title', ARGV[3], 'created', ARGV[2])
+  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+elseif ARGV[6] == '1' then
+  local entries = redis.call('LRANGE', KEYS[2], 0, -1)
+  local last, users = nil, 0
+  for i = #entries, 1, -1 do
+    local turn, role = string.match(entries[i], '^(%d+)\\n([^\\n]*)\\n')
+    if role == 'user' then
+      users = users + 1
+      if last == nil then
+        last = tonumber(turn)
+        if i == 1 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, i - 2) end
+      end
+    end
+  end
+  if last ~= nil then
+    local kept = {}
+    for _, entry in ipairs(artifacts) do
+      if tonumber(string.match(entry, '^(%d+)\\n')) < last then table.insert(kept, entry) end
+    end
+    if #kept < #artifacts then
+      redis.call('DEL', KEYS[3])
+      for _, entry in ipairs(kept) do redis.call('RPUSH', KEYS[3], entry) end
+      artifacts = kept
+    end
+  end
+  if users <= 1 then redis.call('HSET', KEYS[1], 'title', ARGV[3]) end
+end
+-- A turn still marked running began under a lease that is gone: its process died.
+local dead = redis.call('HGET', KEYS[1], 'running')
+turns = turns + 1
+redis.call('HSET', KEYS[1], 'turns', turns, 'running', turns, 'token', ARGV[1], 'updated', ARGV[2])
+if dead then
+  redis.call('HSET', KEYS[1], 'interrupted', dead)
+else
+  redis.call('HDEL', KEYS[1], 'interrupted')
+end
+redis.call('RPUSH', KEYS[2], turns .. '\\nuser\\n' .. ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[7])
+local ids = {}
+for _, entry in ipairs(artifacts) do
+  table.insert(ids, string.match(entry, '^%d+\\n([^\\n]*)\\n'))
+end
+return {turns, redis.call('LRANGE', KEYS[2], 0, -1), ids}
+"""
+
+WRITE = """
+-- KEYS: meta, messages, artifacts, recent, lease
+-- ARGV: token, turn, now ('' unless the turn ends), id, message count, messages..., artifacts...
+if redis.call('GET', KEYS[5]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'running') ~= ARGV[2] then return 0 end
+local count = tonumber(ARGV[5])
+for i = 6, 5 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 6 + count, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if ARGV[3] ~= '' then
+  redis.call('HDEL', KEYS[1], 'running', 'token')
+  redis.call('HSET', KEYS[1], 'updated', ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    meta: str
+    messages: str
+    artifacts: str
+    recent: str
+    lease: str
+
+    @property
+    def turn(self) -> list[str]:
+        """The keys of the turn scripts, in their order."""
+        return [self.meta, self.messages, self.artifacts, self.recent, self.lease]
+
+
+@dataclass(slots=True)
+class _Lease:
+    token: str
+    lost: bool = False
+    renewal: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float = 20.0,
+        prefix: str = "streamchat:",
+        timeout_seconds: float = 2.0,
+        unavailable_after_seconds: float = 5.0,
+        max_connections: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise StoreError("a Redis key prefix cannot hold braces: they mark the hash tag")
+        self.where = describe(url)
+        self.description = f"redis ({self.where})"
+        self._prefix = prefix
+        self._lease_ms = max(1, round(lease_seconds * 1000))
+        self._unavailable_after = unavailable_after_seconds
+        self._clock = clock
+        try:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout_seconds,  # waiting for a free connection
+                socket_connect_timeout=timeout_seconds,
+                socket_timeout=timeout_seconds,
+                # A retried script could run twice; a dead connection is replaced by the pool.
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+                # Lone surrogates (from `\ud800` escapes in upstream JSON) survive the round trip.
+                encoding_errors="surrogatepass",
+            )
+        except ValueError as exc:
+            raise StoreError(f"STORE_URL is not a Redis URL redis-py understands: {exc}") from None
+        self._client = redis.asyncio.Redis.from_pool(pool)
+        self._begin = self._client.register_script(BEGIN)
+        self._write = self._client.register_script(WRITE)
+        self._renew_script = self._client.register_script(RENEW)
+        self._release_script = self._client.register_script(RELEASE)
+        self._local = LocalLocks()
+        self._leases: dict[tuple[str, str], _Lease] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        # Turns that were running belong to processes that may still be alive: nothing to mark
+        # here; `load` and `begin_turn` tell a dead turn by its lease.
+        try:
+            await self._client.ping()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            raise StoreError(f"STORE_URL: Redis at {self.where} refused the login: {exc}") from None
+        except UNREACHABLE as exc:
+            # Redis may come up after streamchat: serve 503s until it answers.
+            log.warning("Redis at %s cannot be reached yet: %s", self.where, exc)
+        except redis.exceptions.RedisError as exc:  # e.g. a database number out of range
+            raise StoreError(f"STORE_URL: Redis at {self.where} refused it: {exc}") from None
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await self._client.aclose()
+
+    async def ping(self) -> None:
+        with self._reachable():
+            await self._client.ping()
+
+    def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        return self._hold(owner, conversation_id)
+
+    async def load(self, owner: str, conversation_id: str) -> StoredConversation | None:
+        keys = self._keys(owner, conversation_id)
+        with self._reachable():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys.meta)
+                pipe.lrange(keys.messages, 0, -1)
+                pipe.lrange(keys.artifacts, 0, -1)
+                pipe.get(keys.lease)
+                meta, messages, artifacts, holder = await pipe.execute()
+        if not meta:
+            return None
+        running, interrupted = _liveness(meta, holder)
+        return StoredConversation(
+            conversation_id,
+            meta["title"],
+            float(meta["created"]),
+            float(meta["updated"]),
+            int(meta["turns"]),
+            running,
+            [_body(entry) for entry in messages],
+            [_body(entry) for entry in artifacts],
+            interrupted,
+        )
+
+    async def begin_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        system_prompt: str,
+        user_message: str,
+        *,
+        regenerate: bool = False,
+    ) -> BegunTurn:
+        token = self._token(owner, conversation_id)
+        keys = self._keys(owner, conversation_id)
+        system = _message_entry(0, {"role": "system", "content": system_prompt})
+        args = [
+            token,
+            repr(self._clock()),
+            make_title(user_message),
+            system if system_prompt else "",
+            _json({"role": "user", "content": user_message}),
+            "1" if regenerate else "0",
+            conversation_id,
+        ]
+        with self._reachable():
+            result = await self._begin(keys=keys.turn, args=args)
+        if not result[0]:
+            raise self._lost(owner, conversation_id)
+        number, history, ids = result
+        return BegunTurn(
+            int(number), [_body(entry) for entry in history], frozenset(json.loads(i) for i in ids)
+        )
+
+    async def append(
+        self, owner: str, conversation_id: str, turn: int, messages: list[Message]
+    ) -> None:
+        await self._write_turn(owner, conversation_id, turn, messages, [], None)
+
+    async def end_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        turn: int,
+        messages: list[Message],
+        artifacts: list[dict[str, Any]],
+        outcome: Outcome,
+    ) -> None:
+        await self._write_turn(owner, conversation_id, turn, messages, artifacts, self._clock())
+
+    async def recent(
+        self, owner: str, limit: int, before: str | None = None
+    ) -> tuple[list[ConversationInfo], str | None]:
+        keys = self._keys(owner, "")
+        mark = parse_cursor(before) if before is not None else None
+        if mark is not None and math.isnan(mark[0]):
+            return [], None
+        with self._reachable():
+            async with self._client.pipeline(transaction=False) as pipe:
+                if mark is None:
+                    pipe.zrevrangebyscore(keys.recent, "+inf", "-inf", 0, limit + 1)
+                else:
+                    # Ties on `updated_at` are ordered by id, as the cursor is.
+                    pipe.zrevrangebyscore(keys.recent, mark[0], mark[0])
+                    pipe.zrevrangebyscore(keys.recent, f"({mark[0]!r}", "-inf", 0, limit + 1)
+                found = await pipe.execute()
+            ids = found[0] if mark is None else [i for i in found[0] if i < mark[1]] + found[1]
+            ids = ids[: limit + 1]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for conversation_id in ids:
+                    each = self._keys(owner, conversation_id)
+                    pipe.hgetall(each.meta)
+                    pipe.get(each.lease)
+                rows = await pipe.execute() if ids else []
+        infos = []
+        for conversation_id, meta, holder in zip(ids, rows[::2], rows[1::2], strict=True):
+            if not meta:
+                continue  # deleted between the two round trips
+            running, _ = _liveness(meta, holder)
+            infos.append(
+                ConversationInfo(
+                    conversation_id,
+                    meta["title"],
+                    float(meta["created"]),
+                    float(meta["updated"]),
+                    int(meta["turns"]),
+                    running,
+                )
+            )
+        more = len(infos) > limit
+        infos = infos[:limit]
+        return infos, (cursor_of(infos[-1]) if more and infos else None)
+
+    async def delete(self, owner: str, conversation_id: str) -> bool:
+        # The lease stays: a turn still running here or elsewhere ends on its own, and its
+        # writes find no running turn and go nowhere.
+        keys = self._keys(owner, conversation_id)
+        with self._reachable():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.meta)
+                pipe.delete(keys.messages, keys.artifacts)
+                pipe.zrem(keys.recent, conversation_id)
+                deleted, _, _ = await pipe.execute()
+        return bool(deleted)
+
+    # --- keys -----------------------------------------------------------------------------------
+
+    def _keys(self, owner: str, conversation_id: str) -> _Keys:
+        # Percent-encoding escapes `%`, `:` and the braces, so (`a:b`, `c`) and (`a`, `b:c`)
+        # never share a key and the owner is the whole hash tag.
+        base = f"{self._prefix}{{{_escape(owner)}}}"
+        tail = _escape(conversation_id)
+        return _Keys(
+            f"{base}:conv:{tail}",
+            f"{base}:msgs:{tail}",
+            f"{base}:arts:{tail}",
+            f"{base}:recent",
+            f"{base}:lease:{tail}",
+        )
+
+    # --- the lease ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _hold(self, owner: str, conversation_id: str) -> AsyncIterator[None]:
+        # Turns of one process queue on a local lock, so only one of them polls Redis.
+        async with self._local.hold(owner, conversation_id):
+            key = self._keys(owner, conversation_id).lease
+            lease = await self._acquire(key)
+            lease.renewal = self._spawn(self._renew(key, conversation_id, lease))
+            self._leases[(owner, conversation_id)] = lease
+            try:
+                yield
+            finally:
+                del self._leases[(owner, conversation_id)]
+                lease.renewal.cancel()
+                if not lease.lost:
+                    # Released even when the turn is being cancelled; if Redis is away, the
+                    # lease expires by itself.
+                    await asyncio.shield(self._release(key, lease.token))
+
+    async def _acquire(self, key: str) -> _Lease:
+        token = secrets.token_hex(16)
+        unreachable_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                if await self._client.set(key, token, nx=True, px=self._lease_ms):
+                    return _Lease(token)
+                unreachable_since = None
+            except asyncio.CancelledError:
+                # The SET may have reached Redis: give that lease back instead of leaving the
+                # conversation blocked until it expires.
+                self._spawn(self._release(key, token))
+                raise
+            except UNREACHABLE as exc:
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                elif now - unreachable_since >= self._unavailable_after:
+                    raise StoreUnavailable(
+                        f"Redis at {self.where} cannot be reached: {exc}"
+                    ) from None
+            except redis.exceptions.RedisError as exc:
+                raise StoreError(f"Redis refused a lease: {exc}") from None
+            await asyncio.sleep(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)])
+            attempt += 1
+
+    async def _renew(self, key: str, conversation_id: str, lease: _Lease) -> None:
+        interval = self._lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await self._renew_script(keys=[key], args=[lease.token, self._lease_ms])
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # Tried again at the next interval; if the lease expires meanwhile, the next
+                # renewal finds it gone, and the writes were refused by then anyway.
+                log.warning(
+                    "could not renew the lease of conversation %s: %s", conversation_id, exc
+                )
+                continue
+            if not renewed:
+                lease.lost = True
+                log.warning(
+                    "the lease of conversation %s expired while its turn ran: its writes are "
+                    "refused from now on",
+                    conversation_id,
+                )
+                return
+
+    async def _release(self, key: str, token: str) -> None:
+        try:
+            await self._release_script(keys=[key], args=[token])
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("could not release a lease (it expires by itself): %s", exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _token(self, owner: str, conversation_id: str) -> str:
+        lease = self._leases.get((owner, conversation_id))
+        if lease is None or lease.lost:
+            raise self._lost(owner, conversation_id)
+        return lease.token
+
+    def _lost(self, owner: str, conversation_id: str) -> LeaseLost:
+        lease = self._leases.get((owner, conversation_id))
+        if lease is not None:
+            lease.lost = True
+        return LeaseLost(
+            f"this process does not hold the lease of conversation {conversation_id}: "
+            "another process may be running its turns"
+        )
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def _write_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        turn: int,
+        messages: list[Message],
+        artifacts: list[dict[str, Any]],
+        ended_at: float | None,
+    ) -> None:
+        token = self._token(owner, conversation_id)
+        keys = self._keys(owner, conversation_id)
+        args = [
+            token,
+            str(turn),
+            "" if ended_at is None else repr(ended_at),
+            conversation_id,
+            str(len(messages)),
+            *(_message_entry(turn, m) for m in messages),
+            *(_artifact_entry(turn, a) for a in artifacts),
+        ]
+        with self._reachable():
+            written = await self._write(keys=keys.turn, args=args)
+        if written == -1:
+            raise self._lost(owner, conversation_id)
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Redis's errors as the store's: unreachable is `StoreUnavailable`, never a raw error."""
+        try:
+            yield
+        except UNREACHABLE as exc:
+            raise StoreUnavailable(f"Redis at {self.where} cannot be reached: {exc}") from None
+        except redis.exceptions.RedisError as exc:
+            raise StoreError(f"Redis refused a command: {exc}") from None
+
+
+def describe(url: str) -> str:
+    """`host:port/db` of a Redis URL, never its user name or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise StoreError("STORE_URL has a Redis port that is not a number") from None
+    db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
+    return f"{host}:{port}/{db}" + (", TLS" if parts.scheme == "rediss" else "")
+
+
+def _liveness(meta: dict[str, str], holder: str | None) -> tuple[int | None, int | None]:
+    """The running and the interrupted turn: a running turn whose lease is gone died."""
+    interrupted = int(meta["interrupted"]) if "interrupted" in meta else None
+    if "running" not in meta:
+        return None, interrupted
+    if holder is not None and holder == meta.get("token"):
+        return int(meta["running"]), interrupted
+    return None, int(meta["running"])
+
+
+def _escape(text: str) -> str:
+    # surrogatepass: a lone surrogate gets bytes no real character has, so escapes never collide.
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _message_entry(turn: int, message: Message) -> str:
+    return f"{turn}\n{message['role']}\n{_json(message)}"
+
+
+def _artifact_entry(turn: int, artifact: dict[str, Any]) -> str:
+    return f"{turn}\n{_json(artifact['artifactId'])}\n{_json(artifact)}"
+
+
+def _body(entry: str) -> Any:
+    return json.loads(entry.split("\n", 2)[2])
