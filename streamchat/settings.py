@@ -69,6 +69,8 @@ class Settings:
     resume_retention_seconds: float = 300.0
     resume_retention_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0
+    # With Redis: how long a conversation stays held by a process that died mid-turn.
+    lease_seconds: float = 20.0
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -134,6 +136,8 @@ class Settings:
             raise SettingsError(
                 f"ARTIFACT_FENCES must be auto, on or off, not {self.artifact_fences!r}"
             )
+        if self.lease_seconds < 1:
+            raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:
             raise SettingsError(f"PORT must be between 1 and 65535, not {self.port}")
         if not self.openrouter_base_url.startswith(("http://", "https://")):

@@ -24,7 +24,7 @@ from streamchat.eventbus import EventBus
 from streamchat.eventlog import RetainedLogs, TurnLog
 from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal
 from streamchat.providers.base import Stream
-from streamchat.stores.base import Outcome, Store, StoreUnavailable
+from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,13 @@ class TurnRunner:
                         del self._running[key]
                     # The partial answer is stored even when the task is being cancelled.
                     await asyncio.shield(self._end(state, _outcome(terminal, turn)))
+        except LeaseLost:
+            log.warning("turn of conversation %s lost its lease: another process took over", key[1])
+            terminal = ErrorEvent(
+                "This answer was interrupted: the server lost hold of the conversation. "
+                "Send the message again.",
+                "interrupted",
+            )
         except StoreUnavailable:
             log.warning("store unavailable during a turn of conversation %s", key[1])
             terminal = ErrorEvent(
@@ -238,7 +245,7 @@ class TurnRunner:
                 raise
             _uncancel()
             return _terminal_for(turn, state)
-        except StoreUnavailable:
+        except (StoreUnavailable, LeaseLost):
             raise
         except Exception:
             log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)

@@ -405,6 +405,8 @@ def create_app(
             settings.store_url,
             ttl_seconds=settings.conversation_ttl_seconds,
             max_conversations=settings.max_conversations,
+            lease_seconds=settings.lease_seconds,
+            retention_seconds=settings.resume_retention_seconds,
         )
         if store is None
         else store

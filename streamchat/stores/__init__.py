@@ -29,7 +29,12 @@ __all__ = [
 
 
 def make_store(
-    url: str, *, ttl_seconds: float, max_conversations: int, lease_seconds: float = 20.0
+    url: str,
+    *,
+    ttl_seconds: float,
+    max_conversations: int,
+    lease_seconds: float = 20.0,
+    retention_seconds: float = 300.0,
 ) -> Store:
     """The store a `STORE_URL` names: `sqlite:///<path>`, `redis://host:port/db`, `memory://`."""
     if url.startswith("sqlite://"):
@@ -51,7 +56,7 @@ def make_store(
             raise StoreError(
                 "STORE_URL redis:// needs the redis package: pip install 'streamchat[redis]'"
             ) from None
-        return RedisStore(url, lease_seconds=lease_seconds)
+        return RedisStore(url, lease_seconds=lease_seconds, retention_seconds=retention_seconds)
     if url in ("memory://", "memory:"):
         from streamchat.stores.memory import MemoryStore
 

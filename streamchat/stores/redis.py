@@ -46,6 +46,7 @@ from streamchat.stores.base import (
     make_title,
     parse_cursor,
 )
+from streamchat.stores.redis_bus import RedisEventBus
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class RedisStore:
         url: str,
         *,
         lease_seconds: float = 20.0,
+        retention_seconds: float = 300.0,
         prefix: str = "streamchat:",
         timeout_seconds: float = 2.0,
         unavailable_after_seconds: float = 5.0,
@@ -200,6 +202,18 @@ class RedisStore:
         except ValueError as exc:
             raise StoreError(f"STORE_URL is not a Redis URL redis-py understands: {exc}") from None
         self._client = redis.asyncio.Redis.from_pool(pool)
+        # Readers on other processes block in XREAD for a second at a time, one connection
+        # each: the bus has its own pool, unbounded, so they never starve the store's calls.
+        self._bus = RedisEventBus(
+            redis.asyncio.Redis.from_url(
+                url,
+                socket_connect_timeout=timeout_seconds,
+                socket_timeout=timeout_seconds + 5.0,
+                retry=Retry(NoBackoff(), 0),
+            ),
+            retention_seconds,
+            prefix=f"{prefix}bus:",
+        )
         self._begin = self._client.register_script(BEGIN)
         self._write = self._client.register_script(WRITE)
         self._renew_script = self._client.register_script(RENEW)
@@ -227,6 +241,10 @@ class RedisStore:
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         await self._client.aclose()
+        await self._bus.close()
+
+    def event_bus(self) -> RedisEventBus:
+        return self._bus
 
     async def ping(self) -> None:
         with self._reachable():

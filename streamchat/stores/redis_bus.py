@@ -31,7 +31,6 @@ from streamchat.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-STOP_CHANNEL = "sc:stop"
 # A running turn's liveness key lives this long unless refreshed; a third of it apart.
 ALIVE_SECONDS = 6.0
 # Readers on other processes say so this often (and the mark lasts three times as long).
@@ -39,15 +38,17 @@ READING_SECONDS = 2.0
 MAX_STREAM_EVENTS = 100_000
 
 
-def turn_key(owner: str, conversation_id: str, turn: int) -> str:
-    return f"sc:turn:{quote(owner, safe='')}:{quote(conversation_id, safe='')}:{turn}"
-
-
 class RedisEventBus:
-    def __init__(self, client: Redis, retention_seconds: float) -> None:
+    def __init__(self, client: Redis, retention_seconds: float, prefix: str = "sc:") -> None:
         self._client = client
         self._retention_ms = max(1000, int(retention_seconds * 1000))
+        self._prefix = prefix
+        self._stop_channel = prefix + "stop"
         self._listener: asyncio.Task[None] | None = None
+
+    def turn_key(self, owner: str, conversation_id: str, turn: int) -> str:
+        owner_part = quote(owner.encode("utf-8", "surrogatepass"), safe="")
+        return f"{self._prefix}turn:{owner_part}:{quote(conversation_id, safe='')}:{turn}"
 
     # --- stops ----------------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ class RedisEventBus:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(STOP_CHANNEL)
+                await pubsub.subscribe(self._stop_channel)
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None:
@@ -78,14 +79,17 @@ class RedisEventBus:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        await self._client.aclose()
 
     async def request_stop(self, owner: str, conversation_id: str) -> None:
-        await self._call(self._client.publish(STOP_CHANNEL, json.dumps([owner, conversation_id])))
+        await self._call(
+            self._client.publish(self._stop_channel, json.dumps([owner, conversation_id]))
+        )
 
     # --- the turn's log -------------------------------------------------------------------------
 
     async def mirror(self, turn_log: TurnLog) -> None:
-        key = turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
+        key = self.turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
         alive = key + ":alive"
         beat = asyncio.create_task(self._heartbeat(alive))
         try:
@@ -119,14 +123,14 @@ class RedisEventBus:
             await asyncio.sleep(ALIVE_SECONDS / 3)
 
     async def remote(self, owner: str, conversation_id: str, turn: int) -> RedisRemoteLog | None:
-        key = turn_key(owner, conversation_id, turn)
+        key = self.turn_key(owner, conversation_id, turn)
         found = await self._call(self._client.exists(key, key + ":alive"))
         if not found:
             return None
-        return RedisRemoteLog(self._client, owner, conversation_id, turn)
+        return RedisRemoteLog(self._client, key, conversation_id, turn)
 
     async def has_readers(self, owner: str, conversation_id: str, turn: int) -> bool:
-        key = turn_key(owner, conversation_id, turn) + ":reading"
+        key = self.turn_key(owner, conversation_id, turn) + ":reading"
         return bool(await self._call(self._client.exists(key)))
 
     async def _call(self, awaitable: Any) -> Any:
@@ -139,12 +143,11 @@ class RedisEventBus:
 class RedisRemoteLog:
     """A turn run by another process, read from its stream."""
 
-    def __init__(self, client: Redis, owner: str, conversation_id: str, turn: int) -> None:
+    def __init__(self, client: Redis, key: str, conversation_id: str, turn: int) -> None:
         self._client = client
-        self.owner = owner
         self.conversation_id = conversation_id
         self.turn = turn
-        self._key = turn_key(owner, conversation_id, turn)
+        self._key = key
 
     async def tail(self) -> tuple[int, bool]:
         # redis-py types stream replies loosely (RESP2 and RESP3 shapes): read them as Any.
