@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,8 @@ from streamchat.web import create_app
 from tests.chunking import CHUNK_SIZES
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import RedisServer, redis_server_path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A missed injection fails fast instead of reaching a real network.
 UNREACHABLE = "http://upstream.invalid/api/v1"
@@ -123,3 +130,67 @@ async def stream(client: TestClient[Any, Any], message: str, **fields: Any) -> S
     raw = await response.read()
     events = parse_events(raw) if response.status == 200 else []
     return StreamReply(response.status, dict(response.headers), raw, events)
+
+
+StartApp = Callable[..., Awaitable["AppProcess"]]
+
+
+class AppProcess:
+    """`python app.py`, started as a user starts it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+        self.output = b""
+
+    async def wait(self) -> int:
+        assert self.process.stdout is not None
+        rest = await asyncio.wait_for(self.process.stdout.read(), 15)
+        self.output += rest
+        return await self.process.wait()
+
+
+@pytest.fixture
+async def start_app(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[StartApp]:
+    """Starts `python app.py` in tmp_path (its SQLite file lives there) against the fake."""
+    servers: list[AppProcess] = []
+
+    async def run(**env: str) -> AppProcess:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "OPENROUTER_API_KEY": "sk-test",
+                "OPENROUTER_BASE_URL": upstream.base_url,
+                "SHUTDOWN_GRACE_SECONDS": "1",
+                **env,
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        server = AppProcess(process, f"http://127.0.0.1:{port}")
+        servers.append(server)
+        assert process.stdout is not None
+        while b"store:" not in server.output:
+            line = await asyncio.wait_for(process.stdout.readline(), 20)
+            assert line, server.output.decode()
+            server.output += line
+        return server
+
+    yield run
+    for server in servers:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -18,10 +18,8 @@ import pytest
 from aiohttp import web
 
 from streamchat.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import ROOT, free_port, make_settings
 from tests.fake_upstream import FakeUpstream, text_reply, tool_reply
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -77,13 +75,6 @@ async def test_original_javascript_client_sees_artifacts(
 
     assert seen["artifacts"] == [{"title": "hello.py", "content": body}]
     assert seen["text"] == "Sure:\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_app_py_starts_prints_where_and_serves(

@@ -4,73 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.conftest import parse_events
+from tests.conftest import StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
-from tests.test_clients import ROOT, free_port
-
-Start = Callable[..., Awaitable["Server"]]
-
-
-class Server:
-    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
-        self.process = process
-        self.url = url
-        self.output = b""
-
-    async def wait(self) -> int:
-        assert self.process.stdout is not None
-        rest = await asyncio.wait_for(self.process.stdout.read(), 15)
-        self.output += rest
-        return await self.process.wait()
-
-
-@pytest.fixture
-async def start(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start]:
-    """Starts `python app.py` in tmp_path (its SQLite file lives there) against the fake."""
-    servers: list[Server] = []
-
-    async def run(**env: str) -> Server:
-        port = free_port()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--port",
-            str(port),
-            cwd=tmp_path,
-            env={
-                **os.environ,
-                "OPENROUTER_API_KEY": "sk-test",
-                "OPENROUTER_BASE_URL": upstream.base_url,
-                "SHUTDOWN_GRACE_SECONDS": "1",
-                **env,
-            },
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        server = Server(process, f"http://127.0.0.1:{port}")
-        servers.append(server)
-        assert process.stdout is not None
-        while b"store:" not in server.output:
-            line = await asyncio.wait_for(process.stdout.readline(), 20)
-            assert line, server.output.decode()
-            server.output += line
-        return server
-
-    yield run
-    for server in servers:
-        if server.process.returncode is None:
-            server.process.kill()
-            await server.process.wait()
 
 
 async def turn(session: aiohttp.ClientSession, url: str, message: str) -> list[dict[str, Any]]:
@@ -80,9 +21,9 @@ async def turn(session: aiohttp.ClientSession, url: str, message: str) -> list[d
 
 
 async def test_conversations_survive_a_restart(
-    start: Start, upstream: FakeUpstream, tmp_path: Path
+    start_app: StartApp, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    first = await start()
+    first = await start_app()
     assert b"store: sqlite (streamchat.db)" in first.output
     upstream.add(text_reply("Nice to meet you, Ada."), text_reply("Your name is Ada."))
     async with aiohttp.ClientSession() as session:
@@ -90,7 +31,7 @@ async def test_conversations_survive_a_restart(
         first.process.send_signal(signal.SIGTERM)
         assert await first.wait() == 0
 
-        second = await start()
+        second = await start_app()
         async with session.get(f"{second.url}/api/conversation/c") as response:
             stored = await response.json()
         events = await turn(session, second.url, "What is my name?")
@@ -106,9 +47,9 @@ async def test_conversations_survive_a_restart(
 
 
 async def test_sigterm_drains_running_turns_then_exits_0(
-    start: Start, upstream: FakeUpstream
+    start_app: StartApp, upstream: FakeUpstream
 ) -> None:
-    server = await start()
+    server = await start_app()
     upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
     async with aiohttp.ClientSession() as session:
         body = {"message": "go on", "conversationId": "c"}
@@ -137,9 +78,9 @@ async def test_sigterm_drains_running_turns_then_exits_0(
 
 
 async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_it(
-    start: Start, upstream: FakeUpstream
+    start_app: StartApp, upstream: FakeUpstream
 ) -> None:
-    server = await start()
+    server = await start_app()
     upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
     async with aiohttp.ClientSession() as session:
         body = {"message": "go on", "conversationId": "c"}
@@ -148,7 +89,7 @@ async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_i
             server.process.kill()
             await server.process.wait()
 
-        again = await start()
+        again = await start_app()
         async with session.get(f"{again.url}/api/conversation/c") as got:
             stored = await got.json()
         headers = {"Last-Event-ID": "1:0"}

@@ -32,7 +32,7 @@ from streamchat.stores.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 # A running turn's liveness key lives this long unless refreshed; a third of it apart.
-ALIVE_SECONDS = 6.0
+ALIVE_SECONDS = 3.0
 # Readers on other processes say so this often (and the mark lasts three times as long).
 READING_SECONDS = 2.0
 MAX_STREAM_EVENTS = 100_000
