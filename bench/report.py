@@ -391,7 +391,7 @@ def _resume_table(data: Report, names: list[str]) -> list[str]:
         "length), reads 3-20 events, notes the last `id:`, closes its connection (FIN), waits "
         "50-250 ms (so the first event after the reconnect is a replay, not the next token), "
         "then sends `GET /api/conversation/{id}/stream` with `Last-Event-ID` on a new connection "
-        f"and reads to the end; {plan.resume_rounds} such round(s) per client and trial. The "
+        f"and reads to the end ({plan.resume_rounds} of these rounds per client and trial). The "
         "time is from sending the reconnect request to reading the first replayed event (the "
         "TCP connect before it is not counted); the target is p99 under 10 ms. The `id:`s of both "
         "connections are checked: every event of the turn exactly once (*lost*, *repeated*: "
@@ -413,6 +413,11 @@ def _failure_kinds(res: dict[str, Any], names: list[str]) -> list[str]:
         if kinds:
             listed = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
             lines.append(f"Failed resumes of {name}: {listed}.")
+            if "HTTP 204" in kinds:
+                lines.append(
+                    "(`204`: the server had nothing to resume for that id, so the client missed "
+                    "the rest of its turn.)"
+                )
     return [*lines, ""] if lines else []
 
 

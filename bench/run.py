@@ -222,6 +222,8 @@ class Run:
         self, servers: list[Server], overrides: dict[str, str], scenario: str
     ) -> None:
         """Restart these servers with these settings changed from their own (none: restore)."""
+        if not servers:
+            return
         for server in servers:
             server.overrides = overrides
             if server.skipped:
