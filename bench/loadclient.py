@@ -6,6 +6,9 @@ first token (`First`) shows up, and, for stamped upstream replies, pulls the `@<
 with one regex to measure how long each token took from the upstream's write to this read
 (both sides use the system-wide monotonic clock). A response ends at the chunked terminator, at
 Content-Length, or when the server closes. Connections are kept alive between requests.
+
+Only a connection given a `Trace` (the resume scenario) reads more: the `id:` and `event:` lines
+of every whole frame, with one regex per read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ HOST = "127.0.0.1"  # loopback only
 _STAMP = re.compile(rb"@(\d{18})#")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 _TERMINATOR = b"\r\n0\r\n\r\n"
+# The head of one of streamchat's frames: `id: <turn>:<chunkIndex>` then `event: <type>`. Frames
+# are written whole, so HTTP chunk sizes come between frames (`\r\n1a3\r\n`), never inside.
+_FRAME_HEAD = re.compile(rb"\nid: (\d+):(\d+)\nevent: (\w+)\n")
+_TERMINAL = {b"completion", b"error"}
 # Tags are unique across every load of a run, so the upstream's abort records of a slow server's
 # earlier streams are never taken for this trial's.
 _TAGS = itertools.count(1)
@@ -38,10 +45,15 @@ class Target:
     style: str  # "streamchat": {"message": ...}; "openai": a chat/completions body
     headers: tuple[tuple[str, str], ...] = ()
 
-    def request(self, tag: int, text: str = "Tell me a long story.") -> bytes:
+    def request(
+        self, tag: int, text: str = "Tell me a long story.", conversation_id: str | None = None
+    ) -> bytes:
         message = f"{text} abort-id:{tag}"
-        if self.style == "openai":
-            body: dict[str, object] = {
+        body: dict[str, object]
+        if conversation_id is not None:
+            body = {"message": message, "conversationId": conversation_id}
+        elif self.style == "openai":
+            body = {
                 "model": "bench/model",
                 "stream": True,
                 "stream_options": {"include_usage": True},
@@ -58,6 +70,15 @@ class Target:
         )
         return head.encode() + raw
 
+    def resume(self, conversation_id: str, last_event_id: str) -> bytes:
+        """streamchat's reconnect: the rest of the conversation's turn after `last_event_id`."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        return (
+            f"GET /api/conversation/{conversation_id}/stream HTTP/1.1\r\n"
+            f"Host: {HOST}:{self.port}\r\nAccept: text/event-stream\r\n"
+            f"Last-Event-ID: {last_event_id}\r\n{extra}\r\n"
+        ).encode()
+
 
 @dataclass(slots=True)
 class Exchange:
@@ -69,6 +90,33 @@ class Exchange:
     status: int | None = None
     frames: int = 0
     error: str | None = None
+
+
+@dataclass(slots=True)
+class Trace:
+    """The events of one reply, by id: which arrived (to count lost and repeated ones), whether
+    the last was terminal, and when the first whole frame was read. Fed each read's bytes."""
+
+    ids: list[tuple[int, int]] = field(default_factory=list)  # (turn, chunkIndex), as read
+    terminal: int | None = None  # the chunkIndex of a terminal event, once one was read
+    t_first: int | None = None
+    _rest: bytes = b"\n"
+
+    def feed(self, data: bytes, now: int) -> None:
+        buf = self._rest + data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._rest = buf[-MAX_HEAD:]
+            return
+        # Only whole frames count; the rest keeps the blank line's last "\n" for the next match.
+        whole, self._rest = buf[: end + 1], buf[end + 1 :]
+        for match in _FRAME_HEAD.finditer(whole):
+            index = int(match[2])
+            self.ids.append((int(match[1]), index))
+            if match[3] in _TERMINAL:
+                self.terminal = index
+        if self.t_first is None and self.ids:
+            self.t_first = now
 
 
 @dataclass
@@ -133,6 +181,7 @@ class Connection(asyncio.Protocol):
         self.done: asyncio.Future[Exchange] | None = None
         self.first: asyncio.Future[int] | None = None
         self.goal: tuple[int, asyncio.Future[None]] | None = None
+        self.trace: Trace | None = None  # set by the caller to read the ids of this reply
         self._head = bytearray()
         self._in_body = False
         self._chunked = True
@@ -250,6 +299,8 @@ class Connection(asyncio.Protocol):
                 self.first.set_result(now)
         if load.stamp:
             self._stamps(data, now)
+        if self.trace is not None:
+            self.trace.feed(data, now)
         tail = (self._tail + data[-16:])[-16:]
         self._tail = tail
         if self._chunked:

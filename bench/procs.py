@@ -7,6 +7,7 @@ Every process is started here in its own session, pinned with `taskset`, with it
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -28,7 +29,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
 LOGS = OUT / "logs"
+# The project's venv; a checkout without one of its own (a git worktree) runs everything on the
+# interpreter that runs the harness, e.g. another checkout's `.venv/bin/python bench/run.py`.
 VENV_PY = ROOT / ".venv" / "bin" / "python"
+if not VENV_PY.exists():
+    VENV_PY = Path(sys.executable)
 LITELLM = BENCH / ".peers" / "litellm-venv" / "bin" / "litellm"
 VERCEL = BENCH / "peers" / "vercel"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -222,6 +227,17 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     skipped: str | None = None  # why this server is left out of the run
+    about: str = ""  # its configuration, as the report states it
+    opt_in: bool = False  # runs only when named in --servers
+    resumable: bool = False  # a turn outlives its connection: join and resume routes, grace
+    # Emptied before every start: whatever state the server keeps on disk starts afresh.
+    home: Path | None = None
+    overrides: dict[str, str] = field(default_factory=dict)  # settings one scenario changes
+
+    @property
+    def keeps_turns(self) -> bool:
+        """A turn whose client left goes on for the resume grace instead of being aborted."""
+        return self.resumable and self.overrides.get("RESUME_GRACE_SECONDS") != "0"
 
     @property
     def pid(self) -> int:
@@ -233,8 +249,11 @@ class Server:
         return Target(self.name, self.port, self.path, self.style, self.headers)
 
     def start(self, core: str | None) -> None:
+        if self.home is not None:
+            _fresh_home(self.home)
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
-        self.proc = _spawn(self.name, pinned(argv, core), self.env, self.cwd)
+        env = {**self.env, **self.overrides}
+        self.proc = _spawn(self.name, pinned(argv, core), env, self.cwd)
         _wait_ready(self.proc, self.port, self.health, self.startup_timeout)
 
     def stop(self) -> None:
@@ -244,6 +263,19 @@ class Server:
     def restart(self, core: str | None) -> None:
         self.stop()
         self.start(core)
+
+
+def _fresh_home(home: Path) -> None:
+    """An empty working folder for a streamchat process, with an empty `.env`.
+
+    The SQLite file of the default store (`sqlite:///streamchat.db`, relative to the working
+    folder) then starts empty on every start: a restart neither fails on nor inherits the rows
+    of the trials before it. And app.py, which reads the nearest `.env` from its working folder
+    upwards, finds this empty one before a developer's own `.env` above `bench/`.
+    """
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / ".env").write_text("")
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float) -> None:
@@ -267,26 +299,62 @@ def _base_env() -> dict[str, str]:
     return env
 
 
+def settings_names(code: Path) -> set[str]:
+    """The environment variables streamchat reads: the fields of its `Settings`, upper-cased."""
+    tree = ast.parse((code / "streamchat" / "settings.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+            return {
+                item.target.id.upper()
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    return set()
+
+
 def build_servers(upstream: Upstream, wanted: list[str], streamchat_dir: Path) -> list[Server]:
     """streamchat, the floor, and the peers that bench/setup installed (or why they are missing)."""
     servers: list[Server] = []
-    env = _base_env()
+    # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
+    mine = settings_names(streamchat_dir)
+    env = {k: v for k, v in _base_env().items() if k not in mine}
     env.update(
         OPENROUTER_API_KEY="bench-key",
         OPENROUTER_BASE_URL=upstream.base("/api/v1"),
         DEFAULT_MODEL="bench/model",
     )
-    servers.append(
-        Server(
+    # streamchat as it ships: every setting at its default but the upstream's, so the SQLite
+    # store and the resume grace are measured. `python <snapshot>/app.py` imports the copied
+    # package (the script's folder comes first on sys.path) whatever the working folder.
+    for name, store, about in (
+        (
             "streamchat",
-            [str(VENV_PY), "app.py", "--host", HOST, "--port", "{port}"],
-            env,
-            streamchat_dir,
-            "/health",
-            "/api/stream",
-            "streamchat",
+            {},
+            "default settings: the SQLite store (`sqlite:///streamchat.db`, a new file for "
+            "every start of the server), resume grace 30 s",
+        ),
+        (
+            "streamchat-memory",
+            {"STORE_URL": "memory://"},
+            "`STORE_URL=memory://`, otherwise the defaults: what the SQLite store costs",
+        ),
+    ):
+        home = streamchat_dir / f"home-{name}"
+        servers.append(
+            Server(
+                name,
+                [str(VENV_PY), str(streamchat_dir / "app.py"), "--host", HOST, "--port", "{port}"],
+                {**env, **store},
+                home,
+                "/health",
+                "/api/stream",
+                "streamchat",
+                about=about,
+                opt_in=name != "streamchat",
+                resumable=True,
+                home=home,
+            )
         )
-    )
     servers.append(
         Server(
             "floor",
@@ -354,7 +422,7 @@ def build_servers(upstream: Upstream, wanted: list[str], streamchat_dir: Path) -
     if not LITELLM.exists():
         litellm.skipped = "not installed: run bench/setup (litellm[proxy] in bench/.peers)"
     servers.append(litellm)
-    return [s for s in servers if not wanted or s.name in wanted]
+    return [s for s in servers if s.name in wanted or (not wanted and not s.opt_in)]
 
 
 def versions() -> dict[str, str]:

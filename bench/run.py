@@ -17,7 +17,10 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
    fresh server, baseline vs all open), errors, and how fast the upstream sees them all go.
 4. streamchat features: tool round trip and artifact-heavy replies, CPU per event relative to
    streamchat's own plain text.
-5. abort: clients that leave mid-stream: time until the upstream sees its request dropped.
+5. abort: clients that leave mid-stream: time until the upstream sees its request dropped
+   (streamchat with RESUME_GRACE_SECONDS=0 here: with its default grace the turn goes on).
+6. resume (streamchat only): 200 paced streams drop their connection after a few events and
+   reconnect with Last-Event-ID: time to the first replayed event, and every event exactly once.
 
 Then a py-spy profile of streamchat under scenario 1. Results: printed, and written to
 bench/RESULTS.md (every figure in bench/out/RESULTS.json).
@@ -67,6 +70,7 @@ from scenarios import (
     Plan,
     _latency_of,
     abort_trial,
+    resume_trial,
     scale_trial,
     throughput_trial,
 )
@@ -112,6 +116,7 @@ class Run:
             "scale": {},
             "features": {},
             "abort": {},
+            "resume": {},
         }
         self.notes: list[str] = []
         self.profile: dict[str, Any] | None = None
@@ -213,6 +218,25 @@ class Run:
             return False
         return True
 
+    async def with_settings(
+        self, servers: list[Server], overrides: dict[str, str], scenario: str
+    ) -> None:
+        """Restart these servers with these settings changed from their own (none: restore)."""
+        if not servers:
+            return
+        for server in servers:
+            server.overrides = overrides
+            if server.skipped:
+                continue
+            changed = " ".join(f"{k}={v}" for k, v in overrides.items()) or "its own settings"
+            log(f"  {server.name}: restarting with {changed}")
+            try:
+                server.restart(self.server_core)
+            except (RuntimeError, OSError) as exc:
+                server.skipped = f"did not restart for {scenario}: {exc}"
+                log(f"  {server.name}: {server.skipped}")
+        await asyncio.sleep(1.0)
+
     async def trial(
         self,
         server: Server,
@@ -287,8 +311,23 @@ class Run:
             up.configure(mode="text")
         if self.wants("abort"):
             log("5. abort")
+            # With its default grace, streamchat keeps a turn going for 30 s after its client
+            # left, by design: what this scenario times is the grace-0 path, the abort itself.
+            held = [s for s in self.live() if s.keeps_turns]
+            await self.with_settings(held, {"RESUME_GRACE_SECONDS": "0"}, "abort")
             await self.each(
                 "abort", "leave", plan.abort_reps, lambda s: abort_trial(s.target, up, plan)
+            )
+            await self.with_settings(held, {}, "abort")
+        if self.wants("resume"):
+            resumable = [s for s in self.live() if s.resumable]
+            log(f"6. resume: {', '.join(s.name for s in resumable) or 'no server to resume'}")
+            await self.each(
+                "resume",
+                "drop",
+                plan.resume_reps,
+                lambda s: resume_trial(s.target, up, plan),
+                resumable,
             )
         if self.wants("profile") and not self.args.no_profile:
             await self.run_profile()
@@ -389,6 +428,7 @@ async def main_async(args: argparse.Namespace) -> int:
         profile=run.profile,
         notes=run.notes,
         servers={server.name: server.skipped for server in run.servers},
+        about={server.name: server.about for server in run.servers if server.about},
         pinning=run.pinning,
         command=" ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
         started=started.strftime("%Y-%m-%d %H:%M %Z").strip(),
@@ -415,13 +455,14 @@ def main() -> int:
         "--servers",
         nargs="*",
         default=[],
-        help="only these (streamchat floor vercel-ai-sdk litellm-proxy)",
+        help="only these (streamchat floor vercel-ai-sdk litellm-proxy; also streamchat-memory, "
+        "which runs only when named)",
     )
     parser.add_argument(
         "--scenarios",
         nargs="*",
         default=[],
-        help="only these (throughput latency scale features abort profile)",
+        help="only these (throughput latency scale features abort resume profile)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from loadclient import Load, Target
+from loadclient import Load, Target, Trace
 from procs import Server, Upstream, cpu_seconds, own_cpu_seconds, rss_kib
 
 
@@ -40,6 +41,10 @@ class Plan:
     feature_reps: int = 3
     abort_clients: int = 40
     abort_reps: int = 2
+    resume_clients: int = 200
+    resume_tokens: int = 100
+    resume_rounds: int = 3  # drops and reconnects per client and trial
+    resume_reps: int = 3
     profile_seconds: float = 20.0
 
 
@@ -57,6 +62,8 @@ QUICK = Plan(
     feature_reps=1,
     abort_clients=10,
     abort_reps=1,
+    resume_rounds=1,
+    resume_reps=1,
     profile_seconds=3.0,
 )
 
@@ -143,6 +150,9 @@ async def latency_trial(
     target: Target, upstream: Upstream, plan: Plan, clients: int, tokens: int, seconds: float
 ) -> dict[str, Any]:
     upstream.configure(mode="text", tokens=tokens, pace_ms=plan.lat_pace_ms, stamp=True)
+    # A server that keeps a turn going after its client left (streamchat's resume grace) may
+    # still be finishing the previous trial's streams: wait for them, they would load core 1.
+    await _quiet(upstream)
     load = Load(target, stamp=True)
     stream_s = tokens * plan.lat_pace_ms / 1000
     stagger = stream_s if clients > 1 else 0.0
@@ -227,6 +237,12 @@ async def scale_trial(
     load.close_all()
     aborts = _ours(await _wait_aborts(upstream, 5.0), load)
     delays = [(a["at_ns"] - closed_at) / 1e6 for a in aborts if a["at_ns"] >= closed_at]
+    still_open = upstream.stats()["active"]
+    keeps_turns = server.keeps_turns
+    if keeps_turns:
+        # Its turns go on for the resume grace, by design: end them with the process, so they
+        # do not run on beside the next trial (the next scale trial restarts it anyway).
+        server.restart(core)
     return {
         "streams": plan.scale_streams,
         "streaming": streaming,
@@ -241,9 +257,10 @@ async def scale_trial(
         "upstream_open": at_upstream,
         "upstream_aborted": len(delays),
         "upstream_aborted_1s": sum(1 for d in delays if d <= 1000),
-        "upstream_still_open": upstream.stats()["active"],
+        "upstream_still_open": still_open,
         "abort_p50_ms": pct(delays, 50),
         "abort_max_ms": max(delays) if delays else None,
+        "keeps_turns": keeps_turns,
     }
 
 
@@ -311,4 +328,104 @@ async def abort_trial(target: Target, upstream: Upstream, plan: Plan) -> dict[st
         "max_ms": max(delays) if delays else None,
         "upstream_completed": stats["completed"],
         "upstream_still_open": stats["active"],
+    }
+
+
+# --- scenario 6: drop and resume (streamchat only) ---------------------------------------------
+
+
+@dataclass
+class _Resumes:
+    """What the clients of one resume trial saw."""
+
+    ms: list[float] = field(default_factory=list)  # reconnect request sent -> first event read
+    events: int = 0
+    lost: int = 0
+    repeated: int = 0
+    unterminated: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+async def _drop_and_resume(load: Load, plan: Plan, delay: float, seen: _Resumes) -> None:
+    """Start a turn, read a few events, drop the connection, resume after the last id read."""
+    await asyncio.sleep(delay)
+    for _ in range(plan.resume_rounds):
+        if load.stopped:
+            return
+        tag = load.tag()
+        conversation_id = f"bench-resume-{tag}"
+        try:
+            first = await load.connect()
+            first.trace = before = Trace()
+            first.send(load.target.request(tag, conversation_id=conversation_id))
+            await asyncio.wait_for(first.wait_frames(random.randint(3, 20)), 15)
+            if not before.ids:
+                seen.failures["no event before the drop"] += 1
+                first.abort()
+                continue
+            turn, index = before.ids[-1]
+            first.close()  # a FIN, as a phone losing its network or a page reload does
+            # Long enough for a few events to be waiting in the log: the first one read after
+            # the reconnect is a replay, not the next live token.
+            await asyncio.sleep(random.uniform(0.05, 0.25))
+            again = await load.connect()
+            again.trace = after = Trace()
+            reply = await asyncio.wait_for(
+                again.send(load.target.resume(conversation_id, f"{turn}:{index}")), 30
+            )
+        except (OSError, TimeoutError) as exc:
+            if not load.stopped:
+                seen.failures[f"{type(exc).__name__}"] += 1
+            continue
+        again.close()
+        if reply.error is not None:
+            seen.failures[reply.error] += 1
+            continue
+        if after.t_first is not None:
+            seen.ms.append((after.t_first - reply.t_sent) / 1e6)
+        _account(turn, before.ids + after.ids, after.terminal, seen)
+
+
+def _account(turn: int, ids: list[tuple[int, int]], terminal: int | None, seen: _Resumes) -> None:
+    """Every event of the turn exactly once, the terminal one last."""
+    if any(t != turn for t, _ in ids):
+        seen.failures["an event of another turn"] += 1
+        return
+    indexes = [i for _, i in ids]
+    seen.events += len(indexes)
+    seen.repeated += len(indexes) - len(set(indexes))
+    if terminal is None or indexes[-1] != terminal:
+        seen.unterminated += 1  # its lost events cannot be counted: the last index is unknown
+        return
+    seen.lost += len(set(range(terminal + 1)) - set(indexes))
+
+
+async def resume_trial(target: Target, upstream: Upstream, plan: Plan) -> dict[str, Any]:
+    upstream.configure(
+        mode="text", tokens=plan.resume_tokens, pace_ms=plan.lat_pace_ms, stamp=False
+    )
+    await _quiet(upstream)
+    load = Load(target)
+    seen = _Resumes()
+    stagger = plan.resume_tokens * plan.lat_pace_ms / 1000  # starts spread over one reply
+    n = plan.resume_clients
+    tasks = [
+        asyncio.create_task(_drop_and_resume(load, plan, random.uniform(0, stagger), seen))
+        for _ in range(n)
+    ]
+    limit = stagger + plan.resume_rounds * (stagger + 30.0)
+    await _gather_bounded(tasks, limit)
+    load.close_all()
+    return {
+        "clients": n,
+        "resumed": len(seen.ms),
+        "resume_p50_ms": pct(seen.ms, 50),
+        "resume_p99_ms": pct(seen.ms, 99),
+        "resume_max_ms": max(seen.ms) if seen.ms else None,
+        "events": seen.events,
+        "lost": seen.lost,
+        "repeated": seen.repeated,
+        "unterminated": seen.unterminated,
+        "failures": sum(seen.failures.values()),
+        "failure_kinds": dict(seen.failures),
     }
