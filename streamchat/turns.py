@@ -187,9 +187,8 @@ class TurnRunner:
                     terminal = await self._pump(turn, state)
                 finally:
                     turn.phase = "ending"
-                    if self._running.get(key) is turn:
-                        del self._running[key]
-                    # The partial answer is stored even when the task is being cancelled.
+                    # The answer (or what streamed of it) is stored before any reader sees
+                    # the terminal event, and even when the task is being cancelled.
                     await asyncio.shield(self._end(state, _outcome(terminal, turn)))
         except LeaseLost:
             log.warning("turn of conversation %s lost its lease: another process took over", key[1])
@@ -215,14 +214,17 @@ class TurnRunner:
         finally:
             if terminal is None:  # only when cancelled from outside the runner
                 terminal = ErrorEvent("The server is shutting down.", "shutting_down")
-            if not turn.log.events or not isinstance(turn.log.events[-1], Terminal):
-                turn.log.append([terminal])
+            # From here to the end nothing awaits: the log goes from running to retained at
+            # once, so a reader resuming right now always finds it.
+            turn.log.append([terminal])
             turn.log.close()
             self._inflight.discard(turn)
             if turn._grace is not None:
                 turn._grace.cancel()
             if turn.log.turn:
                 self.retained.add(turn.log)
+            if self._running.get(key) is turn:
+                del self._running[key]
 
     async def _pump(self, turn: RunningTurn, state: Turn) -> Terminal:
         """Run the pipeline into the log until its terminal event; a stop ends it early."""
@@ -237,7 +239,9 @@ class TurnRunner:
                         if isinstance(event, ArtifactCompleted):
                             state.artifacts.append(_artifact_record(event, state.number))
                         elif isinstance(event, Terminal):
-                            append(batch[: index + 1])
+                            # The terminal event waits until the turn is stored (_run).
+                            if index:
+                                append(batch[:index])
                             return event
                     append(batch)
         except asyncio.CancelledError:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamchat.sse import SSEDecoder, SSEEvent
+from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import SqliteStore
 from streamchat.web import create_app
 from tests.conftest import MakeClient, make_settings, parse_events, stream
@@ -409,3 +410,32 @@ async def test_health_is_503_with_a_reason_when_no_backend_can_answer(
     assert body["backend"] == "none"
     assert body["status"] == "unavailable"
     assert "no model backend" in body["reason"]
+
+
+class SlowEndStore(MemoryStore):
+    """A store whose end-of-turn write takes a while, as a busy disk's would."""
+
+    async def end_turn(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.3)
+        await super().end_turn(*args, **kwargs)
+
+
+async def test_a_turn_stays_findable_while_its_end_is_stored_and_completes_only_after(
+    aiohttp_client: Any, upstream: FakeUpstream
+) -> None:
+    settings = make_settings(openrouter_base_url=upstream.base_url)
+    app = create_app(settings, store=SlowEndStore(ttl_seconds=60, max_conversations=10))
+    client = await aiohttp_client(app)
+    upstream.add(text_reply("all ", "done"))
+    first = reader(await post(client, "go", "c"))
+    await first.next()
+    await first.next()  # the last text event: the end is being stored now
+
+    resumed = await join(client, "c", **{"Last-Event-ID": first.ids[1]})
+    rest = parse_events(await resumed.read())
+    stored = await (await client.get("/api/conversation/c")).json()
+
+    assert resumed.status == 200
+    assert [e["type"] for e in rest] == ["completion"]
+    # Whoever sees the completion finds the answer stored.
+    assert stored["messages"][-1] == {"role": "assistant", "content": "all done"}
