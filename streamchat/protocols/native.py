@@ -11,10 +11,24 @@ The `id:` names one event of one turn, so a client that lost its connection can 
 from __future__ import annotations
 
 import json
+import logging
 import re
 
-from streamchat.events import ArtifactContent, Event, TextChunk, event_type, to_wire
+from aiohttp import web
+
+from streamchat.appkeys import PINGER, RUNNER
+from streamchat.eventbus import Followable
+from streamchat.events import ArtifactContent, ErrorEvent, Event, TextChunk, event_type, to_wire
 from streamchat.sse import encode_frame
+from streamchat.sse_writer import SSEWriter
+from streamchat.turns import RunningTurn
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
 EVENT_ID = re.compile(r"^(\d{1,9}):(\d{1,9})$")
@@ -49,3 +63,42 @@ def parse_event_id(value: str) -> tuple[int, int] | None:
     """`"2:3"` -> `(2, 3)`; None when it is not an id this dialect sent."""
     match = EVENT_ID.match(value.strip())
     return (int(match[1]), int(match[2])) if match else None
+
+
+async def serve(
+    request: web.Request, turn_log: Followable, after: int, turn: RunningTurn | None
+) -> web.StreamResponse:
+    """Write the turn's events after index `after`, live until its terminal event."""
+    app = request.app
+    runner = app[RUNNER]
+    if turn is not None:
+        runner.attach(turn)
+    try:
+        response = web.StreamResponse(
+            headers={**SSE_HEADERS, "X-Conversation-Id": turn_log.conversation_id}
+        )
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            return response
+        async with SSEWriter(response, app[PINGER]) as writer:
+            try:
+                async for first, events, elapsed in turn_log.follow(after):
+                    await writer.write(encode(turn_log.turn, first, events, elapsed))
+            except ConnectionResetError:
+                log.info("a reader of conversation %s left mid-stream", turn_log.conversation_id)
+        return response
+    finally:
+        if turn is not None:
+            runner.detach(turn)
+
+
+async def tell_interrupted(
+    request: web.Request, conversation_id: str, number: int, index: int
+) -> web.StreamResponse:
+    """The turn died with its process: its readers learn so instead of waiting forever."""
+    response = web.StreamResponse(headers={**SSE_HEADERS, "X-Conversation-Id": conversation_id})
+    await response.prepare(request)
+    error = ErrorEvent("The server stopped during this answer.", "interrupted")
+    await response.write(frame(number, index, error, 0.0))
+    return response

@@ -1,0 +1,23 @@
+"""The typed keys of what the app holds: one place, so every module can reach them."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from streamchat.backends import Backend
+from streamchat.providers.base import Provider
+from streamchat.settings import Settings
+from streamchat.sse_writer import Pinger
+from streamchat.stores import Store
+from streamchat.tools.registry import ToolRegistry
+from streamchat.turns import TurnRunner
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+RUNNER = web.AppKey("runner", TurnRunner)
+TOOLS = web.AppKey("tools", ToolRegistry)
+PROVIDER = web.AppKey("provider", Provider)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+BACKEND = web.AppKey("backend", Backend)
+PINGER = web.AppKey("pinger", Pinger)

@@ -1,0 +1,162 @@
+"""The handlers of streamchat's own API: turns, join and resume, stop, history, the list.
+
+A turn runs in a task of the turn runner (`turns.py`); every response that shows it, the `POST`
+that started it, a join, a resume, is a reader of the turn's event log, written in the native
+dialect by `protocols.native.serve`. When a store shares turns between processes, a turn this
+process does not run is read, stopped or deleted through the store's event bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+from aiohttp import web
+
+from streamchat.appkeys import BACKEND, RUNNER, SETTINGS, STORE
+from streamchat.errors import ApiError
+from streamchat.protocols.native import serve, tell_interrupted
+from streamchat.requests import (
+    conversation_id_of,
+    last_event_id,
+    no_conversation,
+    owner_of,
+    parse_chat_request,
+)
+from streamchat.stores.base import parse_cursor
+from streamchat.turns import TurnRequest
+
+LIST_LIMIT = 100
+# How long a stop waits for a turn on another process to end before it answers anyway.
+STOP_WAIT_SECONDS = 3.0
+
+
+async def stream_chat(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    chat = await parse_chat_request(request, app[SETTINGS])
+    runner = app[RUNNER]
+    if runner.draining:
+        raise ApiError(
+            503,
+            "shutting_down",
+            "The server is restarting. Try again in a moment.",
+            headers={"Retry-After": "5"},
+        )
+    await app[STORE].ping()
+    conversation_id = chat.conversation_id or uuid.uuid4().hex
+    model = (chat.model or "").strip() or app[BACKEND].model
+    turn = runner.start(
+        TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate)
+    )
+    return await serve(request, turn.log, -1, turn)
+
+
+async def join_stream(request: web.Request) -> web.StreamResponse:
+    """Join the running turn from its first event, or resume any turn after `Last-Event-ID`."""
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    runner = app[RUNNER]
+    after = last_event_id(request)
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is None:
+        raise no_conversation(conversation_id)
+    if after is None:
+        running = runner.running(owner, conversation_id)
+        if running is not None:
+            return await serve(request, running.log, -1, running)
+        number, index = conversation.running_turn or 0, -1
+        if not number:
+            return web.Response(status=204)
+    else:
+        number, index = after
+    log = runner.find_log(owner, conversation_id, number)
+    if log is not None:
+        if log.finished and index >= len(log.events) - 1:
+            return web.Response(status=204)
+        running = runner.running(owner, conversation_id)
+        local = running if running is not None and running.log is log else None
+        return await serve(request, log, index, local)
+    bus = runner.bus
+    remote = await bus.remote(owner, conversation_id, number) if bus is not None else None
+    if remote is not None:
+        last, finished = await remote.tail()
+        if not (finished and index >= last):
+            return await serve(request, remote, index, None)
+    elif conversation.interrupted_turn == number and after is not None:
+        return await tell_interrupted(request, conversation_id, number, index + 1)
+    return web.Response(status=204)
+
+
+async def stop_turn(request: web.Request) -> web.Response:
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is None:
+        raise no_conversation(conversation_id)
+    number = await app[RUNNER].stop(owner, conversation_id)
+    if number is None and conversation.running_turn is not None:
+        number = await _stop_elsewhere(app, owner, conversation_id, conversation.running_turn)
+    if number is None:
+        return web.json_response({"stopped": False})
+    return web.json_response({"stopped": True, "turn": number})
+
+
+async def _stop_elsewhere(
+    app: web.Application, owner: str, conversation_id: str, number: int
+) -> int | None:
+    """Ask the process running the turn to stop it; wait (a little) for its terminal event."""
+    bus = app[RUNNER].bus
+    if bus is None:
+        return None
+    remote = await bus.remote(owner, conversation_id, number)
+    if remote is None:
+        return None
+    await bus.request_stop(owner, conversation_id)
+    last, finished = await remote.tail()
+    if not finished:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WAIT_SECONDS):
+                async for _ in remote.follow(last):
+                    pass
+    return number
+
+
+async def delete_conversation(request: web.Request) -> web.Response:
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    await app[RUNNER].stop_all(owner, conversation_id, "deleted")
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is not None and conversation.running_turn is not None:
+        await _stop_elsewhere(app, owner, conversation_id, conversation.running_turn)
+    await app[STORE].delete(owner, conversation_id)
+    return web.json_response({"message": "Conversation cleared"})
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    conversation = await request.app[STORE].load(owner, conversation_id)
+    if conversation is None:
+        raise no_conversation(conversation_id)
+    return web.json_response(conversation.to_wire())
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    raw_limit = request.query.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"'limit' must be a whole number from 1 to {LIST_LIMIT}",
+            "limit",
+        )
+    before = request.query.get("before") or None
+    if before is not None and parse_cursor(before) is None:
+        raise ApiError(
+            400, "invalid_request", "'before' is not a cursor this server made", "before"
+        )
+    infos, cursor = await request.app[STORE].recent(owner_of(request), int(raw_limit), before)
+    return web.json_response({"conversations": [info.to_wire() for info in infos], "next": cursor})
+
+
+# The page's model picker offers these after the default when the backend is OpenRouter.

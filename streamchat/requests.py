@@ -1,0 +1,110 @@
+"""What a request says: the chat body, the conversation id, `Last-Event-ID`, and who is calling.
+
+Everything here is checked before any stream starts, and a bad value is an `ApiError` that names
+the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamchat.errors import ApiError
+from streamchat.protocols.native import parse_event_id
+from streamchat.settings import Settings
+from streamchat.stores import ANONYMOUS
+
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+
+    message: str
+    model: str | None = Field(None, max_length=256)
+    conversation_id: str | None = Field(
+        None, alias="conversationId", pattern=CONVERSATION_ID_PATTERN
+    )
+    # Replace the conversation's last turn: regenerate, edit and resend, retry after an error.
+    regenerate: bool = False
+
+
+async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRequest:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, "body_too_large", f"The request body is over {settings.max_body_bytes} bytes"
+        ) from None
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "The request body must be a JSON object")
+    try:
+        chat = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if not chat.message.strip():
+        raise ApiError(400, "invalid_request", "'message' must not be empty", "message")
+    if len(chat.message) > settings.max_message_chars:
+        raise ApiError(
+            400,
+            "message_too_long",
+            f"'message' is {len(chat.message)} characters; the limit is "
+            f"{settings.max_message_chars}",
+            "message",
+        )
+    return chat
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "body"
+    if error["type"] == "missing":
+        return ApiError(400, "invalid_request", f"'{field}' is required", field)
+    if error["type"] == "string_pattern_mismatch":
+        message = f"'{field}' must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+        return ApiError(400, "invalid_request", message, field)
+    return ApiError(400, "invalid_request", f"'{field}': {error['msg']}", field)
+
+
+def owner_of(request: web.Request) -> str:
+    """Who is calling: every caller is one anonymous owner until callers authenticate."""
+    return ANONYMOUS
+
+
+def conversation_id_of(request: web.Request) -> str:
+    conversation_id = request.match_info["conversation_id"]
+    if not _CONVERSATION_ID.match(conversation_id):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "the conversation id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            "conversationId",
+        )
+    return conversation_id
+
+
+def last_event_id(request: web.Request) -> tuple[int, int] | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    if raw is None or not raw.strip():
+        return None
+    parsed = parse_event_id(raw)
+    if parsed is None:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Last-Event-ID must be an event id this server sent, like 2:15 (turn:chunkIndex)",
+            "lastEventId",
+        )
+    return parsed
+
+
+def no_conversation(conversation_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"No conversation with id {conversation_id!r}")
