@@ -16,6 +16,7 @@ from aiohttp import web
 
 from streamchat.appkeys import BACKEND, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
+from streamchat.eventbus import Followable
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
     conversation_id_of,
@@ -25,16 +26,16 @@ from streamchat.requests import (
     parse_chat_request,
 )
 from streamchat.stores.base import parse_cursor
-from streamchat.turns import TurnRequest
+from streamchat.turns import RunningTurn, TurnRequest
 
 LIST_LIMIT = 100
 # How long a stop waits for a turn on another process to end before it answers anyway.
 STOP_WAIT_SECONDS = 3.0
 
 
-async def stream_chat(request: web.Request) -> web.StreamResponse:
+async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
+    """Start a turn for any protocol, once the server can take it."""
     app = request.app
-    chat = await parse_chat_request(request, app[SETTINGS])
     runner = app[RUNNER]
     if runner.draining:
         raise ApiError(
@@ -44,12 +45,37 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": "5"},
         )
     await app[STORE].ping()
+    return runner.start(turn)
+
+
+def model_of(request: web.Request, asked: str | None) -> str:
+    return (asked or "").strip() or request.app[BACKEND].model
+
+
+async def stream_chat(request: web.Request) -> web.StreamResponse:
+    chat = await parse_chat_request(request, request.app[SETTINGS])
     conversation_id = chat.conversation_id or uuid.uuid4().hex
-    model = (chat.model or "").strip() or app[BACKEND].model
-    turn = runner.start(
-        TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate)
+    model = model_of(request, chat.model)
+    turn = await start_turn(
+        request,
+        TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate),
     )
     return await serve(request, turn.log, -1, turn)
+
+
+async def running_turn(
+    request: web.Request, owner: str, conversation_id: str, number: int | None
+) -> tuple[Followable, RunningTurn | None] | None:
+    """The conversation's running turn, run by this process or (with a shared store) another."""
+    runner = request.app[RUNNER]
+    running = runner.running(owner, conversation_id)
+    if running is not None:
+        return running.log, running
+    if number and runner.bus is not None:
+        remote = await runner.bus.remote(owner, conversation_id, number)
+        if remote is not None:
+            return remote, None
+    return None
 
 
 async def join_stream(request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +34,8 @@ class ChatRequest(BaseModel):
     regenerate: bool = False
 
 
-async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRequest:
+async def read_json_object(request: web.Request, settings: Settings) -> dict[str, Any]:
+    """The request body as a JSON object, or an `ApiError` that says what is wrong with it."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -46,20 +48,39 @@ async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRe
         raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object")
+    return body
+
+
+def check_message(message: str, settings: Settings, param: str = "message") -> None:
+    if not message.strip():
+        raise ApiError(400, "invalid_request", f"'{param}' must not be empty", param)
+    if len(message) > settings.max_message_chars:
+        raise ApiError(
+            400,
+            "message_too_long",
+            f"'{param}' is {len(message)} characters; the limit is {settings.max_message_chars}",
+            param,
+        )
+
+
+def check_conversation_id(value: object, param: str) -> str:
+    if not isinstance(value, str) or not _CONVERSATION_ID.match(value):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"'{param}' must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            param,
+        )
+    return value
+
+
+async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRequest:
+    body = await read_json_object(request, settings)
     try:
         chat = ChatRequest.model_validate(body)
     except ValidationError as exc:
         raise _validation_error(exc) from None
-    if not chat.message.strip():
-        raise ApiError(400, "invalid_request", "'message' must not be empty", "message")
-    if len(chat.message) > settings.max_message_chars:
-        raise ApiError(
-            400,
-            "message_too_long",
-            f"'message' is {len(chat.message)} characters; the limit is "
-            f"{settings.max_message_chars}",
-            "message",
-        )
+    check_message(chat.message, settings)
     return chat
 
 
@@ -80,15 +101,7 @@ def owner_of(request: web.Request) -> str:
 
 
 def conversation_id_of(request: web.Request) -> str:
-    conversation_id = request.match_info["conversation_id"]
-    if not _CONVERSATION_ID.match(conversation_id):
-        raise ApiError(
-            400,
-            "invalid_request",
-            "the conversation id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-            "conversationId",
-        )
-    return conversation_id
+    return check_conversation_id(request.match_info["conversation_id"], "conversationId")
 
 
 def last_event_id(request: web.Request) -> tuple[int, int] | None:

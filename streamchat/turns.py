@@ -23,8 +23,9 @@ from streamchat.conversations import Turn
 from streamchat.eventbus import EventBus
 from streamchat.eventlog import RetainedLogs, TurnLog
 from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal
-from streamchat.providers.base import Stream
+from streamchat.providers.base import Message, Stream
 from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
+from streamchat.stores.ephemeral import EphemeralStore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TurnRequest:
     message: str
     model: str
     regenerate: bool = False
+    # The whole history, when the conversation is not kept (OpenAI requests without an id).
+    history: list[Message] | None = None
 
 
 class RunningTurn:
@@ -168,20 +171,21 @@ class TurnRunner:
         request = turn.request
         key = (request.owner, request.conversation_id)
         terminal: Terminal | None = None
+        store = self.store if request.history is None else EphemeralStore(request.history)
         try:
-            async with self.store.lock(*key):
+            async with store.lock(*key):
                 if turn.stop_reason is not None:
                     terminal = _terminal_for(turn, None)
                     return
                 turn.phase = "beginning"
-                begun = await self.store.begin_turn(
+                begun = await store.begin_turn(
                     *key, self.system_prompt, request.message, regenerate=request.regenerate
                 )
-                state = Turn(self.store, request.owner, request.conversation_id, begun)
+                state = Turn(store, request.owner, request.conversation_id, begun)
                 turn.log.turn = begun.number
                 turn.log.start_clock()
                 self._running[key] = turn
-                if self.bus is not None:
+                if self.bus is not None and request.history is None:
                     self._keep(self.bus.mirror(turn.log))
                 try:
                     terminal = await self._pump(turn, state)

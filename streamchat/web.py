@@ -45,6 +45,7 @@ from streamchat.handlers import (
 )
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
+from streamchat.protocol_routes import add_protocol_routes
 from streamchat.providers.base import Provider, Stream
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger
@@ -213,5 +214,6 @@ def create_app(
     app.router.add_post("/api/conversation" + conversation + "/stop", stop_turn)
     app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
+    add_protocol_routes(app)
     add_page_routes(app)
     return app

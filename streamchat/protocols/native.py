@@ -11,24 +11,16 @@ The `id:` names one event of one turn, so a client that lost its connection can 
 from __future__ import annotations
 
 import json
-import logging
 import re
 
 from aiohttp import web
 
-from streamchat.appkeys import PINGER, RUNNER
 from streamchat.eventbus import Followable
 from streamchat.events import ArtifactContent, ErrorEvent, Event, TextChunk, event_type, to_wire
+from streamchat.protocols.stream import SSE_HEADERS
+from streamchat.protocols.stream import serve as serve_in
 from streamchat.sse import encode_frame
-from streamchat.sse_writer import SSEWriter
 from streamchat.turns import RunningTurn
-
-log = logging.getLogger(__name__)
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
 EVENT_ID = re.compile(r"^(\d{1,9}):(\d{1,9})$")
@@ -65,32 +57,20 @@ def parse_event_id(value: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+class NativeEncoder:
+    """streamchat's own dialect: every event as it is, numbered `<turn>:<chunkIndex>`."""
+
+    headers = SSE_HEADERS
+
+    def encode(self, turn: int, first: int, events: list[Event], elapsed: list[float]) -> bytes:
+        return encode(turn, first, events, elapsed)
+
+
 async def serve(
     request: web.Request, turn_log: Followable, after: int, turn: RunningTurn | None
 ) -> web.StreamResponse:
-    """Write the turn's events after index `after`, live until its terminal event."""
-    app = request.app
-    runner = app[RUNNER]
-    if turn is not None:
-        runner.attach(turn)
-    try:
-        response = web.StreamResponse(
-            headers={**SSE_HEADERS, "X-Conversation-Id": turn_log.conversation_id}
-        )
-        try:
-            await response.prepare(request)
-        except ConnectionResetError:
-            return response
-        async with SSEWriter(response, app[PINGER]) as writer:
-            try:
-                async for first, events, elapsed in turn_log.follow(after):
-                    await writer.write(encode(turn_log.turn, first, events, elapsed))
-            except ConnectionResetError:
-                log.info("a reader of conversation %s left mid-stream", turn_log.conversation_id)
-        return response
-    finally:
-        if turn is not None:
-            runner.detach(turn)
+    """Write the turn's events after index `after` in the native dialect."""
+    return await serve_in(request, turn_log, after, turn, NativeEncoder())
 
 
 async def tell_interrupted(

@@ -1,0 +1,72 @@
+"""Serving a turn's event log to one reader, in whichever dialect the reader speaks.
+
+Each dialect is an `Encoder`: a small stateful object that turns batches of streamchat's events
+into that protocol's bytes, opening and closing its parts as it goes (a text part closed before
+a tool call, a step finished after its tool results, the stream ended after the terminal event).
+`serve()` is the one loop that every protocol shares: it attaches the reader to the turn (so a
+turn with a reader is never abandoned), follows the log, writes each batch in one write with a
+`: ping` on silence, and detaches when the reader leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from aiohttp import web
+
+from streamchat.appkeys import PINGER, RUNNER
+from streamchat.eventbus import Followable
+from streamchat.events import Event
+from streamchat.sse_writer import SSEWriter
+from streamchat.turns import RunningTurn
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class Encoder(Protocol):
+    headers: dict[str, str]
+
+    def encode(self, turn: int, first: int, events: list[Event], elapsed: list[float]) -> bytes:
+        """The bytes of consecutive events of turn `turn`, numbered from `first`."""
+        ...
+
+
+async def serve(
+    request: web.Request,
+    turn_log: Followable,
+    after: int,
+    turn: RunningTurn | None,
+    encoder: Encoder,
+) -> web.StreamResponse:
+    """Write the turn's events after index `after`, live until its terminal event."""
+    app = request.app
+    runner = app[RUNNER]
+    if turn is not None:
+        runner.attach(turn)
+    try:
+        response = web.StreamResponse(
+            headers={**encoder.headers, "X-Conversation-Id": turn_log.conversation_id}
+        )
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            return response
+        async with SSEWriter(response, app[PINGER]) as writer:
+            try:
+                async for first, events, elapsed in turn_log.follow(after):
+                    data = encoder.encode(turn_log.turn, first, events, elapsed)
+                    if data:
+                        await writer.write(data)
+            except ConnectionResetError:
+                log.info("a reader of conversation %s left mid-stream", turn_log.conversation_id)
+        return response
+    finally:
+        if turn is not None:
+            runner.detach(turn)
