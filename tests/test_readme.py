@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +136,38 @@ async def test_readme_javascript_example_shows_a_server_it_cannot_reach(
 
     assert "ECONNREFUSED" in err
     assert "    at " not in err  # a message, not an unhandled rejection's stack trace
+
+
+def subsection(markdown: str, heading: str) -> str:
+    """The text under a `### heading`, up to the next heading of any level above four."""
+    start = markdown.index(f"\n### {heading}\n")
+    end = re.compile(r"\n#{2,3} ").search(markdown, start + 1)
+    return markdown[start : end.start() if end else None]
+
+
+async def test_the_openai_example_runs_as_printed(
+    live_server: str, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    (example,) = fenced_blocks(subsection(README.read_text(), "OpenAI clients"), "python")
+    assert "http://127.0.0.1:5282/v1" in example
+    upstream.add(
+        tool_reply(("t1", "add", {"a": 25, "b": 17})),
+        text_reply("25 + 17 = 42"),
+        text_reply("1, 2, ", "3, 4, 5"),
+    )
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("http://127.0.0.1:5282", live_server))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [
+        "25 + 17 = 42",
+        "['tool_executing', 'tool_completed']",
+        "1, 2, 3, 4, 5",
+    ]
