@@ -9,6 +9,7 @@
  * and a turn still running on the server is joined and keeps streaming. Stop asks the server to
  * stop the turn; leaving a conversation (another one, a new one, a reload) only stops reading it.
  */
+import { address, addressedId, newConversationId } from './address.js';
 import { ArtifactPanel } from './artifacts.js';
 import { StoredArtifacts, replay, turnsOf } from './history.js';
 import { AssistantReply, UserMessage } from './messages.js';
@@ -37,9 +38,16 @@ const ui = {
  * `turns`: what the page shows, one {user, reply, stored} per turn. `stored`: the server took
  * the turn (it answered with a stream), so its history holds the turn's user message. `live`: the
  * reply being read, {controller, reply, stopping}. `view` counts the conversations shown, so an
- * answer that arrives for one no longer on view is dropped.
+ * answer that arrives for one no longer on view is dropped; `opening` while a history loads.
  */
-const state = { conversationId: '', live: null, turns: [], pinned: true, view: 0 };
+const state = {
+  conversationId: '',
+  live: null,
+  turns: [],
+  pinned: true,
+  view: 0,
+  opening: false,
+};
 const models = new ModelPicker($('model'));
 const artifacts = new ArtifactPanel({
   panel: $('artifacts'),
@@ -60,36 +68,13 @@ const sidebar = new ConversationList({
   announce,
 });
 
-const CONVERSATION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** A fresh id matching CONVERSATION_ID (randomUUID needs a secure context). */
-function newConversationId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** The conversation the address names, or ''. */
-function addressedId() {
-  let id = '';
-  try {
-    id = decodeURIComponent(location.hash.slice(1));
-  } catch {
-    return '';
-  }
-  return CONVERSATION_ID.test(id) ? id : '';
-}
-
 /** Shows `id` as the current conversation; `push` adds it to the browser's history. */
 function setConversationId(id, { push = false } = {}) {
   state.conversationId = id;
   ui.conversationId.textContent = id;
   ui.conversationId.title = id;
   sidebar.select(id);
-  if (addressedId() !== id) {
-    const address = `${location.pathname}${location.search}#${encodeURIComponent(id)}`;
-    history[push ? 'pushState' : 'replaceState'](null, '', address);
-  }
+  address(id, { push });
 }
 
 function announce(message) {
@@ -166,7 +151,7 @@ function replaceLastTurn(text) {
  * server to forget them too, when the server had stored them.
  */
 async function send(text, { replace = null } = {}) {
-  if (state.live || !text.trim()) return;
+  if (state.live || state.opening || !text.trim()) return;
   if (replace) {
     state.turns.pop();
     replace.user.node.remove();
@@ -254,6 +239,7 @@ async function stop() {
 /** Stops reading the reply on view; the server's turn goes on (another reader may come). */
 function leave() {
   state.view += 1;
+  state.opening = false;
   state.live?.controller.abort();
   state.live = null;
   setStreaming(false);
@@ -273,12 +259,15 @@ async function show(conversationId, { again = false } = {}) {
   setConversationId(conversationId);
   const view = state.view;
   let conversation;
+  state.opening = true;
   try {
     conversation = await getConversation(conversationId);
   } catch (error) {
     if (state.view !== view) return;
     if (error.status !== 404) announce(`Could not open the conversation: ${describe(error)}`);
     return;
+  } finally {
+    if (state.view === view) state.opening = false;
   }
   if (state.view !== view) return;
   const turns = turnsOf(conversation.messages);
