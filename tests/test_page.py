@@ -1089,7 +1089,7 @@ async def test_a_reload_during_an_answer_shows_it_so_far_and_streams_it_to_the_e
     upstream.add(
         tool_reply(("call_1", "add", {"a": 25, "b": 17})),
         text_reply(*pieces(ARTIFACT_REPLY, 9)),
-        paced(text_reply(*COUNTING), 0.1),
+        paced(text_reply(*COUNTING), 0.15),
     )
     await chat.send("Add 25 and 17, then write hello.py")
     await chat.wait_for_reply()
