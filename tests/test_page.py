@@ -103,6 +103,14 @@ class ChatPage:
         # Finished animations (the phone's sheet sliding up), not a frame halfway through.
         await self.page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled")
 
+    @property
+    def sidebar(self) -> Locator:
+        return self.page.get_by_role("navigation", name="Conversations")
+
+    @property
+    def sidebar_links(self) -> Locator:
+        return self.sidebar.get_by_role("link")
+
     async def conversation_id(self) -> str:
         text = await self.page.locator("#conversation-id").text_content()
         assert text
@@ -112,14 +120,22 @@ class ChatPage:
 OpenChat = Callable[..., Awaitable[ChatPage]]
 
 
+# Turns that outlive the page: a reload or another conversation leaves the turn running.
+WITH_GRACE = {"resume_grace_seconds": 30.0}
+
+
 @pytest.fixture
 async def server(upstream: FakeUpstream, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """streamchat on a free loopback port, its upstream the fake one.
 
-    Parametrized indirectly with a `Backend`, the server says that backend runs (`/health`).
+    Parametrized indirectly with a `Backend`, the server says that backend runs (`/health`);
+    with a dict, those are settings (`WITH_GRACE`).
     """
-    backend: Backend | None = getattr(request, "param", None)
-    app = create_app(make_settings(openrouter_base_url=upstream.base_url), backend=backend)
+    param: Backend | dict[str, Any] | None = getattr(request, "param", None)
+    backend = param if isinstance(param, Backend) else None
+    overrides = param if isinstance(param, dict) else {}
+    settings = make_settings(openrouter_base_url=upstream.base_url, **overrides)
+    app = create_app(settings, backend=backend)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -387,10 +403,22 @@ async def test_on_a_phone_the_reply_stays_in_view_and_artifacts_open_as_a_sheet(
     await expect(chat.page.get_by_role("textbox", name="Message")).to_be_in_viewport()
 
 
-async def test_stop_ends_the_reply_and_the_upstream_sees_the_disconnect(
-    chat: ChatPage, upstream: FakeUpstream
+@pytest.mark.parametrize("server", [WITH_GRACE], indirect=True, ids=["grace"])
+async def test_stop_calls_the_stop_route_and_the_reply_ends_quietly_as_stopped(
+    chat: ChatPage, upstream: FakeUpstream, server: str
 ) -> None:
+    # With a grace period, closing the connection alone would leave the model running: only
+    # the stop route ends it at once.
     upstream.add(paced(text_reply(*(f"word{i} " for i in range(60))), 0.2))
+    stops: list[str] = []
+    chat.page.on(
+        "request",
+        lambda request: (
+            stops.append(f"{request.method} {request.url}")
+            if request.url.endswith("/stop")
+            else None
+        ),
+    )
 
     await chat.send("Tell me a long story")
     await expect(chat.last_reply).to_contain_text("word1")
@@ -401,34 +429,49 @@ async def test_stop_ends_the_reply_and_the_upstream_sees_the_disconnect(
     await chat.wait_for_reply()
     await expect(chat.page.get_by_role("button", name="Send")).to_be_visible()
     await expect(chat.page.get_by_role("button", name="Stop")).to_be_hidden()
+    await expect(chat.page.get_by_role("status")).to_have_text("Stopped.")
+    conversation_id = await chat.conversation_id()
+    assert stops == [f"POST {server}/api/conversation/{conversation_id}/stop"]
     await asyncio.wait_for(upstream.disconnected.wait(), 2)
-    shown = await chat.last_reply.inner_text()
+    # The server's cancelled completion ended the reply: its footer names the model.
+    await expect(chat.last_reply.locator(".msg-meta")).to_contain_text(DEFAULT_MODEL)
+    shown = await chat.last_reply.locator(".md").inner_text()
     await chat.page.wait_for_timeout(500)
-    assert await chat.last_reply.inner_text() == shown
-    assert "word59" not in shown
+    assert await chat.last_reply.locator(".md").inner_text() == shown
+    stored = await stored_messages(server, conversation_id)
+    assert stored[0] == ("user", "Tell me a long story")
+    assert [role for role, _ in stored] == ["user", "assistant"]
+    partial = stored[1][1]
+    assert partial.startswith("word0 word1 ")
+    assert "word59" not in partial
+    assert shown.split() == partial.split()  # the page shows what the server kept
     await chat.screenshot("stopped")
 
 
-async def test_new_conversation_clears_the_view_and_the_history_upstream(
+async def test_new_conversation_starts_afresh_and_keeps_the_old_one_in_the_sidebar(
     chat: ChatPage, upstream: FakeUpstream, server: str
 ) -> None:
     upstream.add(text_reply("Nice to meet you, Ada."), text_reply("I do not know your name."))
     await chat.send("Hi, I am Ada")
     await chat.wait_for_reply()
-    old_id = await chat.page.locator("#conversation-id").text_content()
+    old_id = await chat.conversation_id()
     assert upstream.requests[0]["messages"][-1] == {"role": "user", "content": "Hi, I am Ada"}
 
     await chat.page.get_by_role("button", name="New conversation").click()
 
     await expect(chat.page.locator("#messages > *")).to_have_count(0)
     await expect(chat.page.get_by_role("heading", name="What can I help you with?")).to_be_visible()
-    await expect(chat.page.locator("#conversation-id")).not_to_have_text(old_id or "")
+    await expect(chat.page.locator("#conversation-id")).not_to_have_text(old_id)
     await expect(chat.page.get_by_role("status")).to_have_text("Started a new conversation.")
-    async with (
-        ClientSession() as session,
-        session.get(f"{server}/api/conversation/{old_id}") as response,
-    ):
-        assert response.status == 404
+    await expect(chat.textbox).to_be_focused()
+    assert chat.page.url.endswith("#" + await chat.conversation_id())
+    # The old conversation is kept, and listed.
+    assert await stored_messages(server, old_id) == [
+        ("user", "Hi, I am Ada"),
+        ("assistant", "Nice to meet you, Ada."),
+    ]
+    await expect(chat.sidebar_links).to_have_text([re.compile("^Hi, I am Ada")])
+    await expect(chat.sidebar_links).not_to_have_attribute("aria-current", "page")
     await chat.screenshot("new-conversation")
 
     await chat.send("What is my name?")
@@ -902,3 +945,318 @@ async def test_streamchat_js_reassembles_frames_split_anywhere(chat: ChatPage) -
     assert out["cut"]["code"] == "incomplete_stream"
     assert out["deleted"] == [["/api/conversation/c%2F1", "DELETE"]]
     assert out["answer"] == {"message": "Conversation cleared"}
+
+
+RECONNECT_CHECK = """
+async ([frames, cuts]) => {
+  const { streamChat, resume, join } = await import('/static/streamchat.js');
+  const whole = frames.join('');
+  const calls = [];
+  // The POST's body breaks off after `cut` characters: cleanly, or with a network error.
+  const fakeFetch = (cut, broken, resumed = 'frames') => async (url, init) => {
+    const lastEventId = init.headers?.['Last-Event-ID'] ?? null;
+    calls.push({ url, method: init.method ?? 'GET', lastEventId, test: init.headers?.['X-Test'] });
+    const headers = { 'Content-Type': 'text/event-stream', 'X-Conversation-Id': 'c-9' };
+    if (init.method === 'POST') {
+      const bytes = new TextEncoder().encode(whole.slice(0, cut));
+      let sent = false;
+      const body = new ReadableStream({
+        pull(controller) {
+          if (!sent) controller.enqueue(bytes);
+          else if (broken) controller.error(new TypeError('network error'));
+          else controller.close();
+          sent = true;
+        },
+      });
+      return new Response(body, { headers });
+    }
+    if (resumed === 'gone') return new Response(null, { status: 204 });
+    if (resumed === 'refused') throw new TypeError('Failed to fetch');
+    const after = lastEventId === null ? -1 : Number(lastEventId.split(':')[1]);
+    return new Response(frames.slice(after + 1).join(''), { headers });
+  };
+  const collect = async (events) => {
+    const seen = [];
+    try {
+      for await (const event of events) seen.push([event.eventId, event.type, event.content ?? '']);
+      return { seen };
+    } catch (error) {
+      return { seen, error: { name: error.name, code: error.code, status: error.status } };
+    }
+  };
+  const results = [];
+  for (const [cut, broken] of cuts) {
+    calls.length = 0;
+    const fetch = fakeFetch(cut, broken);
+    const out = await collect(streamChat({ message: 'hi', fetch, headers: { 'X-Test': 'yes' } }));
+    results.push({ cut, broken, ...out, calls: [...calls] });
+  }
+  calls.length = 0;
+  const gone = await collect(
+    streamChat({ message: 'hi', fetch: fakeFetch(frames[0].length + 5, true, 'gone') }),
+  );
+  const goneCalls = [...calls];
+  const refused = fakeFetch(frames[0].length, true, 'refused');
+  const unreachable = await collect(streamChat({ message: 'hi', reconnect: 2, fetch: refused }));
+  calls.length = 0;
+  const resumed = await collect(
+    resume({ conversationId: 'c 9', lastEventId: '1:2', fetch: fakeFetch() }),
+  );
+  const resumedCalls = [...calls];
+  const joined = await collect(join({ conversationId: 'c-9', fetch: fakeFetch() }));
+  const controller = new AbortController();
+  const aborted = await collect((async function* () {
+    for await (const event of streamChat({
+      message: 'hi', signal: controller.signal, fetch: fakeFetch(whole.length - 5, false),
+    })) {
+      yield event;
+      if (event.chunkIndex === 1) controller.abort();
+    }
+  })());
+  return { results, gone, goneCalls, unreachable, resumed, resumedCalls, joined, aborted };
+}
+"""
+
+
+def turn_frames(words: list[str]) -> list[str]:
+    """The SSE frames of a turn of text events, then its completion, as the server writes them."""
+    events: list[dict[str, Any]] = [
+        {"type": "text", "chunkIndex": i, "content": word} for i, word in enumerate(words)
+    ]
+    events.append({"type": "completion", "chunkIndex": len(words), "finishReason": "stop"})
+    return [
+        f"id: 1:{e['chunkIndex']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events
+    ]
+
+
+async def test_streamchat_js_reconnects_after_a_drop_with_no_gap_and_no_duplicate(
+    chat: ChatPage,
+) -> None:
+    words = ["Once ", "upon ", "a ", "time ", "😀 "]
+    frames = turn_frames(words)
+    boundary = len("".join(frames[:2]))
+    inside_data = boundary + len(frames[2]) - 10  # in the middle of an event's JSON
+    before_blank = boundary + len(frames[2]) - 1  # the event is whole but for its blank line
+    cuts = [
+        [0, False],  # headers, then nothing
+        [boundary, False],
+        [inside_data, False],
+        [before_blank, False],
+        [inside_data, True],  # a network error rather than an early end
+    ]
+    expected = [[f"1:{i}", "text", word] for i, word in enumerate(words)]
+    expected.append([f"1:{len(words)}", "completion", ""])
+
+    out = await chat.page.evaluate(RECONNECT_CHECK, [frames, cuts])
+
+    for result in out["results"]:
+        assert result["seen"] == expected, result
+        assert "error" not in result
+        post, again = result["calls"]
+        assert post["method"] == "POST"
+        assert again["url"] == "/api/conversation/c-9/stream"
+        assert again["test"] == "yes"  # the caller's headers go with every request
+    last_ids = [result["calls"][1]["lastEventId"] for result in out["results"]]
+    assert last_ids == [None, "1:1", "1:1", "1:2", "1:1"]
+    # 204 on reconnect: the turn is over and gone; the sequence ends quietly.
+    assert out["gone"] == {"seen": expected[:1]}
+    assert [call["lastEventId"] for call in out["goneCalls"]] == [None, "1:0"]
+    # Nobody answers: a bounded number of attempts, then the stream is reported incomplete.
+    assert out["unreachable"]["error"] == {
+        "name": "StreamChatError",
+        "code": "incomplete_stream",
+        "status": 200,
+    }
+    assert out["resumed"] == {"seen": expected[3:]}
+    assert out["resumedCalls"][0]["url"] == "/api/conversation/c%209/stream"
+    assert out["resumedCalls"][0]["lastEventId"] == "1:2"
+    assert out["joined"] == {"seen": expected}
+    assert out["aborted"]["seen"] == expected[:2]
+    assert out["aborted"]["error"]["name"] == "AbortError"
+
+
+def phone_options() -> dict[str, Any]:
+    return {"viewport": PHONE, "is_mobile": True, "has_touch": True}
+
+
+COUNTING = [f"w{i} " for i in range(40)]
+
+
+@pytest.mark.parametrize("server", [WITH_GRACE], indirect=True, ids=["grace"])
+async def test_a_reload_during_an_answer_shows_it_so_far_and_streams_it_to_the_end(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("call_1", "add", {"a": 25, "b": 17})),
+        text_reply(*pieces(ARTIFACT_REPLY, 9)),
+        paced(text_reply(*COUNTING), 0.15),
+    )
+    await chat.send("Add 25 and 17, then write hello.py")
+    await chat.wait_for_reply()
+    await chat.send("Count to forty")
+    await expect(chat.last_reply).to_contain_text("w5")
+    conversation_id = await chat.conversation_id()
+
+    await chat.page.reload()
+    await expect(chat.page.locator("body")).to_have_attribute("data-ready", "true")
+
+    # The finished turn, drawn from the history as it was drawn live.
+    bubbles = chat.page.locator(".msg-user .bubble")
+    await expect(bubbles).to_have_text(["Add 25 and 17, then write hello.py", "Count to forty"])
+    first = chat.replies.first
+    await expect(first.locator(".tool-card .tool-name")).to_have_text("add")
+    await expect(first.locator(".tool-card .tool-result")).to_have_text("42")
+    await expect(first.locator(".md").first).to_have_text("Here is a small greeting function.")
+    await expect(first.get_by_role("button", name="Open hello.py")).to_contain_text("Open")
+    await expect(chat.artifacts.locator(".artifact-code code")).to_have_text(HELLO_CODE)
+    # The running answer: what it said so far at once, then the rest as it comes.
+    await expect(chat.last_reply).to_have_attribute("aria-busy", "true")
+    await expect(chat.last_reply.locator(".md")).to_contain_text("w0 w1 w2 w3 w4 w5")
+    await expect(chat.page.get_by_role("button", name="Stop")).to_be_visible()
+    await expect(chat.sidebar_links.first).to_have_attribute("aria-current", "page")
+    await chat.screenshot("reloaded")
+    await chat.wait_for_reply()
+
+    final = await chat.last_reply.locator(".md").inner_text()
+    assert final.split() == [word.strip() for word in COUNTING]  # whole, nothing twice
+    await expect(chat.replies).to_have_count(2)
+    await expect(chat.last_reply.locator(".msg-meta")).to_contain_text("fake/model-1")
+    assert len(upstream.requests) == 3  # the reload started no second generation
+    assert chat.page.url.endswith(f"#{conversation_id}")
+    await expect(chat.textbox).to_be_enabled()
+
+
+async def test_the_sidebar_lists_conversations_newest_first_and_reopens_one_with_its_history(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("call_1", "multiply", {"a": 6, "b": 7})),
+        text_reply(*pieces("6 * 7 = 42. " + ARTIFACT_REPLY, 8)),
+        text_reply("Hello there!"),
+    )
+    await chat.send("What is 6 * 7? Then write hello.py")
+    await chat.wait_for_reply()
+    first_id = await chat.conversation_id()
+    await chat.page.get_by_role("button", name="New conversation").click()
+    await chat.send("Say hello")
+    await chat.wait_for_reply()
+
+    titles = chat.sidebar.locator(".conversation-title")
+    await expect(titles).to_have_text(["Say hello", "What is 6 * 7? Then write hello.py"])
+    await expect(chat.sidebar_links.first).to_have_attribute("aria-current", "page")
+    await expect(chat.sidebar.locator("time")).to_have_text(["just now", "just now"])
+    await chat.screenshot("sidebar")
+
+    await chat.sidebar_links.nth(1).click()
+
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(
+        ["What is 6 * 7? Then write hello.py"]
+    )
+    reply = chat.last_reply
+    await expect(reply.locator(".tool-name")).to_have_text("multiply")
+    await expect(reply.locator(".tool-result")).to_have_text("42")
+    await expect(reply.locator(".md").first).to_have_text(
+        "6 * 7 = 42. Here is a small greeting function."
+    )
+    await expect(reply.locator(".md").last).to_have_text("Call hello() to print the greeting.")
+    await expect(reply.locator(".artifact-chip")).to_contain_text("hello.py")
+    order = await reply.locator(".msg-body > *").evaluate_all(
+        "nodes => nodes.map(node => node.className)"
+    )
+    assert order == ["tool-card is-done", "md", "artifact-chip", "md"]
+    assert "<artifact" not in await reply.inner_text()
+    await expect(chat.artifacts.locator(".artifact-code code")).to_have_text(HELLO_CODE)
+    await expect(chat.sidebar_links.nth(1)).to_have_attribute("aria-current", "page")
+    await expect(chat.sidebar_links.first).not_to_have_attribute("aria-current", "page")
+    await expect(chat.page.get_by_role("status")).to_have_text(
+        "Opened “What is 6 * 7? Then write hello.py”."
+    )
+    assert chat.page.url.endswith(f"#{first_id}")
+    await chat.screenshot("sidebar-reopened")
+
+    # The reopened conversation goes on from its history; the back button returns.
+    upstream.add(text_reply("Still here."))
+    await chat.send("Are you there?")
+    await chat.wait_for_reply()
+    roles = [m["role"] for m in upstream.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "user"]
+    await expect(chat.sidebar.locator(".conversation-title").first).to_have_text(
+        "What is 6 * 7? Then write hello.py"
+    )
+    await chat.page.go_back()
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["Say hello"])
+    await expect(chat.last_reply.locator(".md")).to_have_text("Hello there!")
+
+
+async def test_the_sidebar_loads_older_conversations_a_page_at_a_time(
+    open_chat: OpenChat, upstream: FakeUpstream, server: str
+) -> None:
+    async with ClientSession() as session:
+        for n in range(23):
+            upstream.add(text_reply(f"Answer {n}"))
+            body = {"message": f"Question {n}", "conversationId": f"c-{n:02}"}
+            async with session.post(f"{server}/api/stream", json=body) as response:
+                await response.read()
+    chat = await open_chat()
+
+    links = chat.sidebar_links
+    await expect(links).to_have_count(20)
+    await expect(links.first).to_contain_text("Question 22")
+    more = chat.sidebar.get_by_role("button", name="Load more")
+    await more.click()
+
+    await expect(links).to_have_count(23)
+    await expect(links.last).to_contain_text("Question 0")
+    await expect(more).to_be_hidden()
+    await expect(links.nth(20)).to_be_focused()
+    await chat.page.keyboard.press("Enter")
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["Question 2"])
+    await expect(links.nth(20)).to_have_attribute("aria-current", "page")
+
+
+async def test_on_a_phone_the_sidebar_is_a_drawer_that_opens_and_closes(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("First answer."), text_reply("Second answer."))
+    chat = await open_chat(**phone_options())
+    await chat.send("First question")
+    await chat.wait_for_reply()
+    await chat.page.get_by_role("button", name="New conversation").click()
+    await chat.send("Second question")
+    await chat.wait_for_reply()
+    toggle = chat.page.get_by_role("button", name="Conversations", exact=True)
+    header = await chat.page.locator(".topbar").bounding_box()
+    assert header is not None
+    assert header["height"] <= 56
+    await expect(chat.sidebar).to_be_hidden()
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    await toggle.click()
+    await expect(chat.sidebar).to_be_in_viewport()
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    await expect(chat.sidebar_links.first).to_be_focused()  # the conversation on view
+    await expect(chat.sidebar_links).to_have_count(2)
+    await chat.screenshot("phone-drawer")
+    await chat.page.keyboard.press("Tab")  # the page under the drawer is out of reach
+    assert await chat.page.evaluate(
+        "document.getElementById('sidebar').contains(document.activeElement)"
+    )
+    await chat.page.keyboard.press("Escape")
+    await expect(chat.sidebar).to_be_hidden()
+    await expect(toggle).to_be_focused()
+
+    await toggle.click()
+    await chat.page.locator("#drawer-backdrop").click(position={"x": 370, "y": 420})
+    await expect(chat.sidebar).to_be_hidden()
+    await toggle.click()
+    await chat.sidebar.get_by_role("button", name="Close conversations").click()
+    await expect(chat.sidebar).to_be_hidden()
+    await expect(toggle).to_be_focused()
+
+    await toggle.click()
+    await chat.sidebar_links.nth(1).click()
+    await expect(chat.sidebar).to_be_hidden()
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["First question"])
+    await expect(chat.last_reply.locator(".md")).to_have_text("First answer.")
+    assert await chat.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await chat.screenshot("phone-reopened")

@@ -3,11 +3,19 @@
  * messages.js), and keeps the conversation's last turn replaceable: Retry after an error,
  * Regenerate the answer, or edit the message and send it again all resend the last message with
  * `regenerate`, so the server swaps that turn for the new one.
+ *
+ * The address names the conversation on view (`#<conversationId>`), so a reload, the sidebar's
+ * links and the back button all open one the same way: its stored history is drawn (history.js),
+ * and a turn still running on the server is joined and keeps streaming. Stop asks the server to
+ * stop the turn; leaving a conversation (another one, a new one, a reload) only stops reading it.
  */
+import { address, addressedId, newConversationId } from './address.js';
 import { ArtifactPanel } from './artifacts.js';
+import { StoredArtifacts, replay, turnsOf } from './history.js';
 import { AssistantReply, UserMessage } from './messages.js';
 import { ModelPicker } from './models.js';
-import { clearConversation, streamChat } from './streamchat.js';
+import { ConversationList } from './sidebar.js';
+import { getConversation, join, stop as stopTurn, streamChat } from './streamchat.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -27,10 +35,19 @@ const ui = {
 };
 
 /**
- * `turns`: what the page shows, one {user, reply, stored, model} per turn. `stored`: the server
- * took the turn (it answered with a stream), so its history holds the turn's user message.
+ * `turns`: what the page shows, one {user, reply, stored} per turn. `stored`: the server took
+ * the turn (it answered with a stream), so its history holds the turn's user message. `live`: the
+ * reply being read, {controller, reply, stopping}. `view` counts the conversations shown, so an
+ * answer that arrives for one no longer on view is dropped; `opening` while a history loads.
  */
-const state = { conversationId: '', controller: null, turns: [], pinned: true };
+const state = {
+  conversationId: '',
+  live: null,
+  turns: [],
+  pinned: true,
+  view: 0,
+  opening: false,
+};
 const models = new ModelPicker($('model'));
 const artifacts = new ArtifactPanel({
   panel: $('artifacts'),
@@ -39,18 +56,25 @@ const artifacts = new ArtifactPanel({
   close: $('close-artifacts'),
   backdrop: $('sheet-backdrop'),
 });
+const sidebar = new ConversationList({
+  nav: $('sidebar'),
+  list: $('conversation-list'),
+  more: $('load-more'),
+  empty: $('conversations-empty'),
+  toggle: $('open-sidebar'),
+  close: $('close-sidebar'),
+  backdrop: $('drawer-backdrop'),
+  inert: [document.querySelector('.topbar'), document.querySelector('main')],
+  announce,
+});
 
-/** A fresh id matching ^[A-Za-z0-9._:-]{1,128}$ (randomUUID needs a secure context). */
-function newConversationId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-function setConversationId(id) {
+/** Shows `id` as the current conversation; `push` adds it to the browser's history. */
+function setConversationId(id, { push = false } = {}) {
   state.conversationId = id;
   ui.conversationId.textContent = id;
   ui.conversationId.title = id;
+  sidebar.select(id);
+  address(id, { push });
 }
 
 function announce(message) {
@@ -97,26 +121,8 @@ function describe(error) {
   return error.message || String(error);
 }
 
-/** Sends the last turn's message again (or `text` instead), replacing that turn. */
-function replaceLastTurn(text) {
-  const last = state.turns.at(-1);
-  if (!last || state.controller) return;
-  send(text ?? last.user.text, { replace: last });
-}
-
-/**
- * One turn. With `replace` (the last turn), its messages leave the page and the request asks the
- * server to forget them too, when the server had stored them.
- */
-async function send(text, { replace = null } = {}) {
-  if (state.controller || !text.trim()) return;
-  if (replace) {
-    state.turns.pop();
-    replace.user.node.remove();
-    replace.reply.node.remove();
-  }
-  ui.welcome.hidden = true;
-  const model = models.value;
+/** A turn on the page: the user's message and the reply under it. */
+function addTurn(text, { stored = false } = {}) {
   const turn = {
     user: new UserMessage(text, (edited) => replaceLastTurn(edited)),
     reply: new AssistantReply({
@@ -125,76 +131,176 @@ async function send(text, { replace = null } = {}) {
       retry: () => replaceLastTurn(),
       regenerate: () => replaceLastTurn(),
     }),
-    stored: false,
-    model,
+    stored,
   };
   state.turns.push(turn);
+  ui.welcome.hidden = true;
   ui.messages.append(turn.user.node, turn.reply.node);
+  return turn;
+}
+
+/** Sends the last turn's message again (or `text` instead), replacing that turn. */
+function replaceLastTurn(text) {
+  const last = state.turns.at(-1);
+  if (!last || state.live) return;
+  send(text ?? last.user.text, { replace: last });
+}
+
+/**
+ * One turn. With `replace` (the last turn), its messages leave the page and the request asks the
+ * server to forget them too, when the server had stored them.
+ */
+async function send(text, { replace = null } = {}) {
+  if (state.live || state.opening || !text.trim()) return;
+  if (replace) {
+    state.turns.pop();
+    replace.user.node.remove();
+    replace.reply.node.remove();
+  }
+  const model = models.value;
+  const turn = addTurn(text);
   scrollToNewest();
   if (!replace) {
     ui.input.value = '';
     autosize();
   }
-  const { reply } = turn;
-  const controller = new AbortController();
-  state.controller = controller;
-  setStreaming(true);
-  announce('Thinking…');
-  let outcome = null; // the terminal event
-  try {
-    const events = streamChat({
+  const outcome = await read(turn, (signal) =>
+    streamChat({
       message: text,
       model,
       conversationId: state.conversationId,
       regenerate: Boolean(replace?.stored),
-      signal: controller.signal,
-    });
-    for await (const event of events) {
-      turn.stored = true;
-      if (event.type === 'completion' || event.type === 'error') outcome = event;
-      reply.handle(event);
-    }
-  } catch (error) {
-    if (error.status === 200) turn.stored = true; // the stream broke off after it began
-    if (error.name === 'AbortError') reply.stopped();
-    else {
-      outcome = { type: 'error', code: error.code };
-      reply.fail(describe(error), error.code);
-    }
-  } finally {
-    reply.finish();
-    if (state.controller === controller) {
-      state.controller = null;
-      setStreaming(false);
-    }
-  }
+      signal,
+    }),
+  );
   if (outcome?.type === 'completion') models.succeeded(model);
   else if (outcome && models.refused(model, outcome.code)) {
     announce(`The server refused the model ${model}; the picker is back on its default.`);
   }
 }
 
-function stop() {
-  state.controller?.abort();
+/**
+ * Shows a turn's events in its reply until the terminal one; the terminal event, or null. A
+ * sequence that ends without one (the server no longer had the turn) is drawn again from the
+ * stored history.
+ */
+async function read(turn, open) {
+  const { reply } = turn;
+  const controller = new AbortController();
+  const live = { controller, reply, stopping: false };
+  const view = state.view;
+  state.live = live;
+  setStreaming(true);
+  announce('Thinking…');
+  let outcome = null; // the terminal event
+  try {
+    for await (const event of open(controller.signal)) {
+      if (!turn.stored) sidebar.refresh(); // the server has it now: list it
+      turn.stored = true;
+      if (event.type === 'completion' || event.type === 'error') outcome = event;
+      reply.handle(event);
+    }
+  } catch (error) {
+    if (error.status === 200) turn.stored = true; // the stream broke off after it began
+    if (state.view !== view) return null; // another conversation is on view: nothing to show
+    if (error.name === 'AbortError') reply.stopped();
+    else {
+      outcome = { type: 'error', code: error.code };
+      reply.fail(describe(error), error.code);
+    }
+  } finally {
+    if (state.live === live) {
+      state.live = null;
+      setStreaming(false);
+    }
+  }
+  if (state.view !== view) return null;
+  reply.finish();
+  sidebar.refresh();
+  if (!outcome && !controller.signal.aborted) await show(state.conversationId, { again: true });
+  return outcome;
 }
 
-async function newConversation() {
-  const old = state.conversationId;
-  stop();
-  state.controller = null;
+/** Stop: the server stops the turn and every reader gets its `cancelled` completion. */
+async function stop() {
+  const live = state.live;
+  if (!live || live.stopping) return;
+  live.stopping = true;
+  announce('Stopping…');
+  try {
+    const { stopped } = await stopTurn(state.conversationId);
+    // Nothing running on the server yet (the turn is still queued): stop reading it here.
+    if (!stopped) live.controller.abort();
+  } catch {
+    live.controller.abort();
+  }
+}
+
+/** Stops reading the reply on view; the server's turn goes on (another reader may come). */
+function leave() {
+  state.view += 1;
+  state.opening = false;
+  state.live?.controller.abort();
+  state.live = null;
   setStreaming(false);
   state.turns = [];
   ui.messages.replaceChildren();
   artifacts.clear();
   ui.welcome.hidden = false;
-  setConversationId(newConversationId());
-  ui.input.focus();
+}
+
+/**
+ * Opens a conversation: draws its stored history, then joins the running turn from its first
+ * event (resolving once the history is drawn, not when that turn ends). An id the server does
+ * not know is a new conversation. `again`: only redraw, with no join (no second try).
+ */
+async function show(conversationId, { again = false } = {}) {
+  leave();
+  setConversationId(conversationId);
+  const view = state.view;
+  let conversation;
+  state.opening = true;
   try {
-    await clearConversation(old);
-    announce('Started a new conversation.');
+    conversation = await getConversation(conversationId);
   } catch (error) {
-    announce(`The old conversation could not be cleared on the server: ${describe(error)}`);
+    if (state.view !== view) return;
+    if (error.status !== 404) announce(`Could not open the conversation: ${describe(error)}`);
+    return;
+  } finally {
+    if (state.view === view) state.opening = false;
   }
+  if (state.view !== view) return;
+  const turns = turnsOf(conversation.messages);
+  // The running turn's stored part (its message, finished tool rounds) comes again from the join.
+  const running = conversation.runningTurn && !again ? turns.pop() : null;
+  quietly(() => {
+    const stored = new StoredArtifacts(conversation.artifacts, artifacts);
+    for (const { user, after } of turns) replay(addTurn(user, { stored: true }).reply, after, stored);
+  });
+  scrollToNewest();
+  if (!again) announce(turns.length ? `Opened “${conversation.title}”.` : '');
+  if (running) {
+    const turn = addTurn(running.user, { stored: true });
+    scrollToNewest();
+    read(turn, (signal) => join({ conversationId, signal }));
+  }
+}
+
+/** Draws without the log announcing each message: a history is not news. */
+function quietly(draw) {
+  ui.messages.setAttribute('aria-live', 'off');
+  try {
+    draw();
+  } finally {
+    requestAnimationFrame(() => ui.messages.setAttribute('aria-live', 'polite'));
+  }
+}
+
+function newConversation() {
+  leave();
+  setConversationId(newConversationId(), { push: true });
+  ui.input.focus();
+  announce('Started a new conversation.');
 }
 
 function autosize() {
@@ -222,7 +328,6 @@ async function loadDefaults() {
     models.load({});
     announce(`Could not read the server's models: ${describe(error)}`);
   }
-  document.body.dataset.ready = 'true';
 }
 
 ui.form.addEventListener('submit', (event) => {
@@ -233,7 +338,7 @@ ui.input.addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     send(ui.input.value);
-  } else if (event.key === 'Escape' && state.controller) {
+  } else if (event.key === 'Escape' && state.live) {
     event.preventDefault();
     stop();
   }
@@ -244,7 +349,18 @@ ui.newConversation.addEventListener('click', newConversation);
 for (const button of document.querySelectorAll('.suggestion')) {
   button.addEventListener('click', () => send(button.dataset.prompt));
 }
+// A sidebar link, the back button, or an address typed by hand.
+window.addEventListener('hashchange', () => {
+  const id = addressedId();
+  if (id && id !== state.conversationId) show(id);
+});
 
-followNewest();
-setConversationId(newConversationId());
-loadDefaults();
+async function start() {
+  followNewest();
+  const addressed = addressedId();
+  if (!addressed) setConversationId(newConversationId());
+  await Promise.all([loadDefaults(), sidebar.refresh(), addressed && show(addressed)]);
+  document.body.dataset.ready = 'true';
+}
+
+start();

@@ -290,13 +290,14 @@ export class AssistantReply {
     labelChips(version);
   }
 
-  complete({ model, usage, elapsedMs }) {
+  complete({ model, usage, elapsedMs, finishReason }) {
+    if (finishReason === 'cancelled') this.stopped(); // the stop route ended it: said quietly
     const parts = [model];
     if (usage?.totalTokens) parts.push(`${usage.totalTokens.toLocaleString()} tokens`);
     if (typeof usage?.cost === 'number') parts.push(`$${usage.cost.toFixed(4)}`);
     parts.push(formatMs(elapsedMs));
     this.meta.textContent = parts.filter(Boolean).join(' · ');
-    this.hooks.announce('');
+    if (finishReason !== 'cancelled') this.hooks.announce('');
   }
 
   fail(message, code) {
