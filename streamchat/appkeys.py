@@ -10,13 +10,15 @@ from streamchat.providers.base import Provider
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger
 from streamchat.stores import Store
-from streamchat.tools.registry import ToolRegistry
+from streamchat.toolsets.base import Tools
+from streamchat.toolsets.mcp import McpToolset
 from streamchat.turns import TurnRunner
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 RUNNER = web.AppKey("runner", TurnRunner)
-TOOLS = web.AppKey("tools", ToolRegistry)
+TOOLS = web.AppKey("tools", Tools)
+MCP_SERVERS = web.AppKey("mcp_servers", list[McpToolset])
 PROVIDER = web.AppKey("provider", Provider)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 BACKEND = web.AppKey("backend", Backend)

@@ -9,6 +9,7 @@ next turn can send upstream.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamchat.events import ToolCall
@@ -26,6 +27,8 @@ class Turn:
         self.artifacts: list[dict[str, Any]] = []
         self._history = begun.history
         self._text: list[str] = []
+        # How a call that needs approval gets it; the turn runner sets it. Without one, denied.
+        self.approval: Callable[[ToolCall], Awaitable[bool]] = _deny
 
     def history(self) -> list[Message]:
         """What goes upstream for the next model round."""
@@ -59,6 +62,10 @@ class Turn:
         text = "".join(self._text)
         self._text = []
         return text
+
+
+async def _deny(call: ToolCall) -> bool:
+    return False
 
 
 def _call_message(call: ToolCall) -> ToolCallMessage:

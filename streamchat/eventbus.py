@@ -10,7 +10,7 @@ reader on another process keeps the turn from being abandoned (`has_readers`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamchat.eventlog import TurnLog
 from streamchat.events import Event
@@ -34,8 +34,8 @@ class RemoteLog(Followable, Protocol):
 
 
 class EventBus(Protocol):
-    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
-        """Start taking stop requests for turns this process runs."""
+    async def listen(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        """Start taking requests (stops, approvals) for turns this process may run."""
 
     async def close(self) -> None: ...
 
@@ -46,6 +46,10 @@ class EventBus(Protocol):
         """The shared copy of a turn's log, while it runs or is retained."""
 
     async def request_stop(self, owner: str, conversation_id: str) -> None: ...
+
+    async def request_approval(
+        self, owner: str, conversation_id: str, tool_id: str, approved: bool
+    ) -> None: ...
 
     async def has_readers(self, owner: str, conversation_id: str, turn: int) -> bool:
         """Whether a reader on another process follows the turn."""

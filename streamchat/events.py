@@ -86,6 +86,15 @@ class ToolExecuting:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolApprovalRequired:
+    """A tool call waits for a person to approve or deny it."""
+
+    tool_name: str
+    tool_id: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCompleted:
     tool_name: str
     tool_id: str
@@ -145,6 +154,7 @@ class ErrorEvent:
 
 Event = (
     TextChunk
+    | ToolApprovalRequired
     | ToolExecuting
     | ToolCompleted
     | ToolError
@@ -173,7 +183,7 @@ def to_wire(event: Event, chunk_index: int, elapsed_ms: float) -> dict[str, Any]
         case TextChunk(text=text):
             wire["content"] = text
             wire["textDelta"] = text
-        case ToolExecuting() | ToolCompleted() | ToolError():
+        case ToolExecuting() | ToolCompleted() | ToolError() | ToolApprovalRequired():
             wire["toolName"] = event.tool_name
             wire["toolId"] = event.tool_id
             wire["arguments"] = event.arguments
@@ -216,6 +226,7 @@ def to_wire(event: Event, chunk_index: int, elapsed_ms: float) -> dict[str, Any]
 
 _TYPE_NAMES: dict[type, str] = {
     TextChunk: "text",
+    ToolApprovalRequired: "tool_approval_required",
     ToolExecuting: "tool_executing",
     ToolCompleted: "tool_completed",
     ToolError: "tool_error",
@@ -232,10 +243,12 @@ def from_wire(wire: dict[str, Any]) -> Event:
     kind = wire["type"]
     if kind == "text":
         return TextChunk(wire["content"])
-    if kind in ("tool_executing", "tool_completed", "tool_error"):
+    if kind in ("tool_executing", "tool_completed", "tool_error", "tool_approval_required"):
         name, tool_id, arguments = wire["toolName"], wire["toolId"], wire["arguments"]
         if kind == "tool_executing":
             return ToolExecuting(name, tool_id, arguments)
+        if kind == "tool_approval_required":
+            return ToolApprovalRequired(name, tool_id, arguments)
         if kind == "tool_completed":
             return ToolCompleted(name, tool_id, arguments, wire["result"], wire["executionMs"])
         return ToolError(name, tool_id, arguments, wire["error"], wire["executionMs"])

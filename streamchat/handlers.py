@@ -24,6 +24,7 @@ from streamchat.requests import (
     no_conversation,
     owner_of,
     parse_chat_request,
+    read_json_object,
 )
 from streamchat.stores.base import parse_cursor
 from streamchat.turns import RunningTurn, TurnRequest
@@ -146,6 +147,32 @@ async def _stop_elsewhere(
                 async for _ in remote.follow(last):
                     pass
     return number
+
+
+async def approve_tool(request: web.Request) -> web.Response:
+    """`{"toolId": ..., "approved": true|false}`: run a waiting tool call, or deny it."""
+    app = request.app
+    owner, conversation_id = owner_of(request), conversation_id_of(request)
+    body = await read_json_object(request, app[SETTINGS])
+    tool_id, approved = body.get("toolId"), body.get("approved")
+    if not isinstance(tool_id, str) or not tool_id or len(tool_id) > 256:
+        raise ApiError(400, "invalid_request", "'toolId' must be a tool call's id", "toolId")
+    if not isinstance(approved, bool):
+        raise ApiError(400, "invalid_request", "'approved' must be true or false", "approved")
+    conversation = await app[STORE].load(owner, conversation_id)
+    if conversation is None:
+        raise no_conversation(conversation_id)
+    runner = app[RUNNER]
+    decided = runner.approvals.decide(owner, conversation_id, tool_id, approved)
+    if not decided and runner.bus is not None and conversation.running_turn is not None:
+        # The turn may run on another process: the decision goes to whichever one waits.
+        await runner.bus.request_approval(owner, conversation_id, tool_id, approved)
+        decided = True
+    if not decided:
+        raise ApiError(
+            404, "not_found", f"No tool call {tool_id!r} waits for approval here", "toolId"
+        )
+    return web.json_response({"toolId": tool_id, "approved": approved})
 
 
 async def delete_conversation(request: web.Request) -> web.Response:

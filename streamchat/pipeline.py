@@ -28,6 +28,7 @@ from streamchat.events import (
     Finish,
     Terminal,
     TextChunk,
+    ToolApprovalRequired,
     ToolCall,
     ToolCompleted,
     ToolError,
@@ -36,7 +37,8 @@ from streamchat.events import (
 )
 from streamchat.fences import FenceParser
 from streamchat.providers.base import ModelRequest, Provider, Stream, UpstreamError
-from streamchat.tools.registry import ToolFailure, ToolRegistry
+from streamchat.tools.registry import ToolFailure
+from streamchat.toolsets.base import ToolContext, Tools
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class TextParser(Protocol):
 async def run_tools(
     provider: Provider,
     turn: Turn,
-    tools: ToolRegistry,
+    tools: Tools,
     model: str,
     max_rounds: int,
 ) -> Stream[list[Event]]:
@@ -109,12 +111,34 @@ async def run_tools(
             yield events
 
 
-async def _tool_round(
-    tools: ToolRegistry, turn: Turn, calls: list[ToolCall]
-) -> Stream[list[Event]]:
-    """Run a round's calls concurrently; report them in the order the model listed them."""
-    yield [ToolExecuting(call.name, call.id, call.arguments) for call in calls]
-    tasks = [asyncio.ensure_future(_run_tool(tools, call)) for call in calls]
+DENIED = "Denied by the user."
+
+
+async def _tool_round(tools: Tools, turn: Turn, calls: list[ToolCall]) -> Stream[list[Event]]:
+    """Run a round's calls concurrently; report them in the order the model listed them.
+
+    A call that needs approval waits for it first (the turn emits `tool_approval_required`);
+    a denied call, or one unanswered past the approval timeout, becomes a `tool_error` that the
+    model reads like any other, so it can go on without it.
+    """
+    waiting = [call for call in calls if tools.requires_approval(call.name)]
+    denied: set[str] = set()
+    if waiting:
+        yield [ToolApprovalRequired(call.name, call.id, call.arguments) for call in waiting]
+        decisions = await asyncio.gather(*(turn.approval(call) for call in waiting))
+        denied = {
+            call.id for call, approved in zip(waiting, decisions, strict=True) if not approved
+        }
+    context = ToolContext(turn.owner, turn.conversation_id, turn.number)
+    yield [
+        ToolExecuting(call.name, call.id, call.arguments) for call in calls if call.id not in denied
+    ]
+    tasks = [
+        asyncio.ensure_future(
+            _denied(call) if call.id in denied else _run_tool(tools, call, context)
+        )
+        for call in calls
+    ]
     results: list[str] = []
     try:
         for task in tasks:
@@ -130,10 +154,16 @@ async def _tool_round(
     await turn.add_tool_round(calls, results)
 
 
-async def _run_tool(tools: ToolRegistry, call: ToolCall) -> ToolCompleted | ToolError:
+async def _denied(call: ToolCall) -> ToolError:
+    return ToolError(call.name, call.id, call.arguments, DENIED, 0.0)
+
+
+async def _run_tool(
+    tools: Tools, call: ToolCall, context: ToolContext
+) -> ToolCompleted | ToolError:
     started = time.perf_counter()
     try:
-        result = await tools.run(call.name, call.arguments)
+        result = await tools.run(call.name, call.arguments, context)
     except ToolFailure as exc:
         return ToolError(call.name, call.id, call.arguments, str(exc), _ms_since(started))
     return ToolCompleted(call.name, call.id, call.arguments, result, _ms_since(started))
@@ -179,7 +209,7 @@ def _ms_since(started: float, digits: int = 3) -> float:
 
 def compose_turn(
     provider: Provider,
-    tools: ToolRegistry,
+    tools: Tools,
     turn: Turn,
     model: str,
     *,

@@ -58,6 +58,13 @@ class Settings:
     # Tools.
     max_tool_rounds: int = 8
     tool_timeout_seconds: float = 30.0
+    # Python modules whose functions become tools (comma-separated), and MCP servers (a JSON
+    # file in the mcpServers shape of Claude Desktop and Cursor).
+    tools_modules: str = ""
+    mcp_config: str = ""
+    # Tools whose calls wait for a person (comma-separated names or patterns like send_*).
+    approval_required: str = ""
+    approval_timeout_seconds: float = 300.0
     # Conversations: sqlite:///<path> (durable, the default) or memory://.
     store_url: str = "sqlite:///streamchat.db"
     # The memory store's bounds.
@@ -127,6 +134,7 @@ class Settings:
             "resume_retention_seconds",
             "resume_retention_bytes",
             "shutdown_grace_seconds",
+            "approval_timeout_seconds",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")

@@ -14,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from streamchat.conversations import Turn
 from streamchat.eventbus import EventBus
 from streamchat.eventlog import RetainedLogs, TurnLog
-from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal
+from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal, ToolCall
 from streamchat.providers.base import Message, Stream
 from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
 from streamchat.stores.ephemeral import EphemeralStore
+from streamchat.toolsets.approval import Approvals
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ class RunningTurn:
         self.request = request
         self.log = TurnLog(request.owner, request.conversation_id)
         self.phase: Literal["queued", "beginning", "running", "ending"] = "queued"
+        self.created = time.monotonic()
         self.readers = 0
+        self.paused = 0  # tool calls waiting for approval: the grace does not end such a turn
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -72,9 +77,12 @@ class TurnRunner:
         retention_seconds: float,
         retention_bytes: int,
         bus: EventBus | None = None,
+        approval_timeout: float = 300.0,
     ) -> None:
         self.store = store
         self.bus = bus
+        self.approvals = Approvals()
+        self.approval_timeout = approval_timeout
         self.compose = compose
         self.system_prompt = system_prompt
         self.grace_seconds = grace_seconds
@@ -124,10 +132,20 @@ class TurnRunner:
     async def stop(
         self, owner: str, conversation_id: str, reason: StopReason = "cancelled"
     ) -> int | None:
-        """Stop the conversation's running turn; its number once it has ended, or None."""
+        """Stop the conversation's running turn (or, when none runs yet, the first one waiting
+        to); its number once it has ended (0 for one that never began), or None."""
         turn = self._running.get((owner, conversation_id))
         if turn is None:
-            return None
+            waiting = [
+                t
+                for t in self._inflight
+                if t.request.owner == owner
+                and t.request.conversation_id == conversation_id
+                and t.stop_reason is None
+            ]
+            if not waiting:
+                return None
+            turn = min(waiting, key=lambda t: t.created)
         self._stop(turn, reason)
         await self._wait(turn)
         return turn.number
@@ -150,6 +168,27 @@ class TurnRunner:
         turn = self._running.get((owner, conversation_id))
         if turn is not None:
             self._stop(turn, "cancelled")
+
+    def bus_message(self, message: dict[str, Any]) -> None:
+        """A stop or an approval that another process took for a turn this one may run."""
+        owner, conversation_id = message.get("owner"), message.get("conversationId")
+        if not isinstance(owner, str) or not isinstance(conversation_id, str):
+            return
+        if message.get("op") == "stop":
+            self.stop_requested(owner, conversation_id)
+        elif message.get("op") == "approve" and isinstance(message.get("toolId"), str):
+            approved = message.get("approved") is True
+            self.approvals.decide(owner, conversation_id, message["toolId"], approved)
+
+    async def _approval(self, turn: RunningTurn, call: ToolCall) -> bool:
+        turn.paused += 1
+        try:
+            request = turn.request
+            return await self.approvals.wait(
+                request.owner, request.conversation_id, call.id, self.approval_timeout
+            )
+        finally:
+            turn.paused -= 1
 
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new turns; give running ones `grace_seconds`, then stop them."""
@@ -182,6 +221,7 @@ class TurnRunner:
                     *key, self.system_prompt, request.message, regenerate=request.regenerate
                 )
                 state = Turn(store, request.owner, request.conversation_id, begun)
+                state.approval = partial(self._approval, turn)
                 turn.log.turn = begun.number
                 turn.log.start_clock()
                 self._running[key] = turn
@@ -274,7 +314,10 @@ class TurnRunner:
 
     def _abandon(self, turn: RunningTurn) -> None:
         turn._grace = None
-        if turn.readers == 0 and self.bus is not None:
+        if turn.readers == 0 and turn.paused:  # waiting for a person: the approval timeout rules
+            loop = asyncio.get_running_loop()
+            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+        elif turn.readers == 0 and self.bus is not None:
             self._keep(self._abandon_unless_read_elsewhere(turn))
         elif turn.readers == 0:
             log.info(

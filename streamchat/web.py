@@ -17,6 +17,7 @@ from aiohttp import web
 
 from streamchat.appkeys import (
     BACKEND,
+    MCP_SERVERS,
     PINGER,
     PROVIDER,
     RUNNER,
@@ -36,6 +37,7 @@ from streamchat.conversations import Turn
 from streamchat.errors import json_errors
 from streamchat.events import Event
 from streamchat.handlers import (
+    approve_tool,
     delete_conversation,
     get_conversation,
     join_stream,
@@ -52,11 +54,17 @@ from streamchat.sse_writer import Pinger
 from streamchat.stores import Store, StoreUnavailable, make_store
 from streamchat.tools.calculator import register_calculator
 from streamchat.tools.registry import ToolRegistry
+from streamchat.toolsets.base import CombinedToolset, Tools
+from streamchat.toolsets.functions import FunctionToolset, load_tool_modules
+from streamchat.toolsets.mcp import McpToolset, load_mcp_config
 from streamchat.turns import TurnRunner
 
 __all__ = ["BACKEND", "PROVIDER", "RUNNER", "SESSION", "SETTINGS", "STORE", "TOOLS", "create_app"]
 
 log = logging.getLogger(__name__)
+
+# How long start-up waits for each MCP server before going on without it (it keeps trying).
+MCP_START_SECONDS = 10.0
 
 PICKER_MODELS = (
     "google/gemini-2.5-flash",
@@ -110,6 +118,42 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+def make_tools(settings: Settings, mcp_servers: list[McpToolset]) -> CombinedToolset:
+    """The calculator, the `TOOLS_MODULES` functions and the `MCP_CONFIG` servers' tools."""
+    registry = ToolRegistry(settings.tool_timeout_seconds)
+    register_calculator(registry)
+    load_tool_modules(registry, _names(settings.tools_modules))
+    if settings.mcp_config:
+        for config in load_mcp_config(settings.mcp_config):
+            mcp_servers.append(McpToolset(config, call_timeout=settings.tool_timeout_seconds))
+    combined = CombinedToolset(
+        [FunctionToolset(registry), *mcp_servers], approval=_names(settings.approval_required)
+    )
+    for server in mcp_servers:
+        server.on_change = combined.refresh
+    return combined
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def describe_tools(app: web.Application) -> list[str]:
+    """What start-up prints about the tools: each MCP server with its tools, or why not."""
+    tools = app[TOOLS]
+    names = [schema["function"]["name"] for schema in tools.schemas()]
+    lines = [f"tools: {', '.join(names) or 'none'}"]
+    for server in app[MCP_SERVERS]:
+        listed = ", ".join(spec.name for spec in server.tools())
+        lines.append(
+            f"  MCP server {server.name}: {server.status}" + (f": {listed}" if listed else "")
+        )
+    waiting = [name for name in names if tools.requires_approval(name)]
+    if waiting:
+        lines.append(f"  waiting for approval: {', '.join(waiting)}")
+    return lines
+
+
 async def drain(app: web.Application) -> None:
     """Refuse new turns, let running ones finish within the grace, then stop them."""
     await app[RUNNER].drain(app[SETTINGS].shutdown_grace_seconds)
@@ -120,7 +164,7 @@ def create_app(
     *,
     backend: Backend | None = None,
     provider: Provider | None = None,
-    tools: ToolRegistry | None = None,
+    tools: Tools | None = None,
     store: Store | None = None,
 ) -> web.Application:
     """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
@@ -164,11 +208,10 @@ def create_app(
         retention_seconds=settings.resume_retention_seconds,
         retention_bytes=settings.resume_retention_bytes,
         bus=store.event_bus(),
+        approval_timeout=settings.approval_timeout_seconds,
     )
-    if tools is None:
-        tools = ToolRegistry(settings.tool_timeout_seconds)
-        register_calculator(tools)
-    app[TOOLS] = tools
+    app[MCP_SERVERS] = []
+    app[TOOLS] = tools if tools is not None else make_tools(settings, app[MCP_SERVERS])
     app[PINGER] = Pinger(settings.ping_interval_seconds)
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
@@ -193,7 +236,7 @@ def create_app(
         await app[STORE].open()
         bus = app[RUNNER].bus
         if bus is not None:
-            await bus.listen(app[RUNNER].stop_requested)
+            await bus.listen(app[RUNNER].bus_message)
         try:
             yield
         finally:
@@ -201,7 +244,21 @@ def create_app(
                 await bus.close()
             await app[STORE].close()
 
+    async def connect_mcp(app: web.Application) -> AsyncIterator[None]:
+        servers = app[MCP_SERVERS]
+        # Every server at once, each given a few seconds: a slow or dead one is reported and
+        # retried in the background, and never holds start-up.
+        await asyncio.gather(*(server.start(MCP_START_SECONDS) for server in servers))
+        refresh = getattr(app[TOOLS], "refresh", None)
+        if callable(refresh):
+            refresh()
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(server.close() for server in servers))
+
     app.cleanup_ctx.append(open_store)
+    app.cleanup_ctx.append(connect_mcp)
     app.cleanup_ctx.append(client_session)
     app.on_startup.append(_freeze_heap)
     app.on_shutdown.append(drain)
@@ -212,6 +269,7 @@ def create_app(
     app.router.add_get("/api/conversation" + conversation, get_conversation)
     app.router.add_get("/api/conversation" + conversation + "/stream", join_stream)
     app.router.add_post("/api/conversation" + conversation + "/stop", stop_turn)
+    app.router.add_post("/api/conversation" + conversation + "/approve", approve_tool)
     app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
     add_protocol_routes(app)

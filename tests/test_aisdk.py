@@ -149,12 +149,15 @@ async def test_a_stop_ends_the_message_as_aborted(
     upstream.add(paced(text_reply(*[f"w{i} " for i in range(300)]), 0.02))
 
     running = asyncio.create_task(sdk(node, base, "send", "c6", "go on"))
-    await asyncio.sleep(1.0)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{base}/api/conversation/c6/stop") as stop,
-    ):
-        assert (await stop.json())["stopped"] is True
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):  # until the turn has streamed a little (node may start slowly)
+            async with session.get(f"{base}/api/conversation/c6") as got:
+                if got.status == 200 and (await got.json())["runningTurn"] == 1:
+                    break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        async with session.post(f"{base}/api/conversation/c6/stop") as stop:
+            assert (await stop.json())["stopped"] is True
     result = await running
 
     assert result["chunks"][-1] == "abort"

@@ -7,7 +7,8 @@ trip per upstream read, not per token), keeps a liveness key alive while the tur
 sets the stream to expire `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
 another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
 the process running the turn died, and the reader gets `error` with `code: interrupted`.
-Stop requests go out on one pub/sub channel that every process listens to with one connection.
+Stop requests and approvals go out on one pub/sub channel that every process listens to with
+one connection.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class RedisEventBus:
         self._client = client
         self._retention_ms = max(1000, int(retention_seconds * 1000))
         self._prefix = prefix
-        self._stop_channel = prefix + "stop"
+        self._channel = prefix + "stop"
         self._listener: asyncio.Task[None] | None = None
 
     def turn_key(self, owner: str, conversation_id: str, turn: int) -> str:
@@ -52,19 +53,20 @@ class RedisEventBus:
 
     # --- stops ----------------------------------------------------------------------------------
 
-    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
-        self._listener = asyncio.create_task(self._listen(on_stop), name="redis-stop-listener")
+    async def listen(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self._listener = asyncio.create_task(self._listen(on_message), name="redis-bus-listener")
 
-    async def _listen(self, on_stop: Callable[[str, str], None]) -> None:
+    async def _listen(self, on_message: Callable[[dict[str, Any]], None]) -> None:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._stop_channel)
+                await pubsub.subscribe(self._channel)
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None:
-                        owner, conversation_id = json.loads(message["data"])
-                        on_stop(owner, conversation_id)
+                        data = json.loads(message["data"])
+                        if isinstance(data, dict):
+                            on_message(data)
             except (RedisError, OSError) as exc:
                 log.warning("stop requests from Redis paused: %s; retrying", exc)
                 await asyncio.sleep(1.0)
@@ -82,9 +84,16 @@ class RedisEventBus:
         await self._client.aclose()
 
     async def request_stop(self, owner: str, conversation_id: str) -> None:
-        await self._call(
-            self._client.publish(self._stop_channel, json.dumps([owner, conversation_id]))
-        )
+        await self._send({"op": "stop", "owner": owner, "conversationId": conversation_id})
+
+    async def request_approval(
+        self, owner: str, conversation_id: str, tool_id: str, approved: bool
+    ) -> None:
+        message = {"op": "approve", "owner": owner, "conversationId": conversation_id}
+        await self._send({**message, "toolId": tool_id, "approved": approved})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._call(self._client.publish(self._channel, json.dumps(message)))
 
     # --- the turn's log -------------------------------------------------------------------------
 

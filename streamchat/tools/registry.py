@@ -62,6 +62,9 @@ class ToolRegistry:
     def register(self, function: ToolFunction, *, name: str | None = None) -> ToolFunction:
         """Register a function as a tool; usable as a decorator."""
         tool_name = name or function.__name__
+        if tool_name in self._tools:
+            # Never a silent replacement: which one the model would call is a bug to fix.
+            raise ValueError(f"two tools are named {tool_name!r}: rename one of them")
         hints = get_type_hints(function)
         params: dict[str, Any] = {}
         for param in inspect.signature(function).parameters.values():
@@ -81,7 +84,13 @@ class ToolRegistry:
     def schemas(self) -> list[dict[str, Any]]:
         return self._schemas
 
-    async def run(self, name: str, arguments: str) -> str:
+    def tools(self) -> list[Tool]:
+        return list(self._tools.values())
+
+    def requires_approval(self, name: str) -> bool:
+        return False
+
+    async def run(self, name: str, arguments: str, context: object = None) -> str:
         """Run a tool; its result as a string, or `ToolFailure` with a readable message."""
         tool = self._tools.get(name)
         if tool is None:
