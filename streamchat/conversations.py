@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamchat.events import ToolCall
+from streamchat.events import ToolCall, Usage
 from streamchat.providers.base import Message, ToolCallMessage
 from streamchat.stores.base import BegunTurn, Outcome, Store
 
@@ -26,6 +26,8 @@ class Turn:
         self.artifacts: list[dict[str, Any]] = []
         self._history = begun.history
         self._text: list[str] = []
+        # What the upstream reported using, summed over the rounds so far.
+        self.usage: Usage | None = None
 
     def history(self) -> list[Message]:
         """What goes upstream for the next model round."""

@@ -14,7 +14,7 @@ import uuid
 
 from aiohttp import web
 
-from streamchat.appkeys import BACKEND, RUNNER, SETTINGS, STORE
+from streamchat.appkeys import BACKEND, LIMITER, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
@@ -45,10 +45,13 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
         )
     await app[STORE].ping()
     conversation_id = chat.conversation_id or uuid.uuid4().hex
-    model = (chat.model or "").strip() or app[BACKEND].model
-    turn = runner.start(
-        TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate)
-    )
+    default = app[BACKEND].model
+    model = (chat.model or "").strip() or default
+    limiter = app[LIMITER]
+    limiter.check_model(model, default)
+    wanted = TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate)
+    await limiter.admit(wanted)  # nothing awaits after this before the runner owns the turn
+    turn = runner.start(wanted)
     return await serve(request, turn.log, -1, turn)
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from streamchat.appkeys import (
     BACKEND,
+    LIMITER,
     PINGER,
     PROVIDER,
     RUNNER,
@@ -43,6 +44,7 @@ from streamchat.handlers import (
     stop_turn,
     stream_chat,
 )
+from streamchat.limits import Limiter, listable_models, make_limiter
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
 from streamchat.providers.base import Provider, Stream
@@ -65,11 +67,13 @@ PICKER_MODELS = (
 )
 
 
-def picker_models(backend: Backend) -> list[str]:
-    """The models the page offers: the default first."""
+def picker_models(backend: Backend, allowed: tuple[str, ...] = ()) -> list[str]:
+    """The models the page offers: the default first, then only models `allowed` allows
+    (its names as written; for a pattern like `google/*`, the curated models it matches)."""
     models = [backend.model]
     if backend.kind == "openrouter":
-        models += [model for model in PICKER_MODELS if model != backend.model]
+        more = listable_models(allowed, PICKER_MODELS) if allowed else PICKER_MODELS
+        models += [model for model in more if model != backend.model]
     return models
 
 
@@ -80,7 +84,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "ok",
         "backend": backend.kind,
         "model": backend.model,
-        "models": picker_models(backend),
+        "models": picker_models(backend, app[LIMITER].allowed_models),
         "store": app[STORE].description.split(" ")[0],
         "turns": len(app[RUNNER]),
     }
@@ -121,8 +125,10 @@ def create_app(
     provider: Provider | None = None,
     tools: ToolRegistry | None = None,
     store: Store | None = None,
+    limiter: Limiter | None = None,
 ) -> web.Application:
-    """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
+    """The application; `provider`, `tools`, `store` and `limiter` replace the defaults (tests,
+    embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     if backend is None:
         backend = (
@@ -143,6 +149,7 @@ def create_app(
         if store is None
         else store
     )
+    app[LIMITER] = limiter = make_limiter(settings) if limiter is None else limiter
     fences = fences_enabled(settings, backend)
 
     def compose(turn: Turn, model: str) -> Stream[list[Event]]:
@@ -163,6 +170,7 @@ def create_app(
         retention_seconds=settings.resume_retention_seconds,
         retention_bytes=settings.resume_retention_bytes,
         bus=store.event_bus(),
+        on_end=limiter.turn_ended if limiter.counting else None,
     )
     if tools is None:
         tools = ToolRegistry(settings.tool_timeout_seconds)
@@ -190,6 +198,7 @@ def create_app(
 
     async def open_store(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].open()
+        await app[LIMITER].open()
         bus = app[RUNNER].bus
         if bus is not None:
             await bus.listen(app[RUNNER].stop_requested)
@@ -198,6 +207,7 @@ def create_app(
         finally:
             if bus is not None:
                 await bus.close()
+            await app[LIMITER].close()
             await app[STORE].close()
 
     app.cleanup_ctx.append(open_store)
