@@ -168,8 +168,11 @@ class MemoryCounters:
         spent = state.spent()
         if refusal(quotas, spent, now) is not None:
             return spent
-        state.turns += 1
-        state.running.add(turn_id)
+        # Only what is limited is counted, as in Redis.
+        if quotas.turns_per_minute:
+            state.turns += 1
+        if quotas.concurrent_turns:
+            state.running.add(turn_id)
         return None
 
     async def release(self, owner: str, turn_id: str, tokens: int, cost: float, now: float) -> None:
