@@ -94,13 +94,13 @@ def refusal(quotas: Quotas, spent: Spent, now: float) -> ApiError | None:
     if quotas.turns_per_minute and spent.turns >= quotas.turns_per_minute:
         wait = _ceil(MINUTE - now % MINUTE)
         message = (
-            f"You have started {spent.turns} turns this minute; the limit is "
+            f"You have started {_turns(spent.turns)} this minute; the limit is "
             f"{quotas.turns_per_minute} a minute. Try again in {wait} s."
         )
         found.append((wait, "quota_exceeded", message))
     if quotas.concurrent_turns and spent.running >= quotas.concurrent_turns:
         message = (
-            f"You have {spent.running} turns running; the limit is {quotas.concurrent_turns} at "
+            f"You have {_turns(spent.running)} running; the limit is {quotas.concurrent_turns} at "
             "once. Try again when one has finished."
         )
         found.append((CONCURRENT_RETRY_SECONDS, "quota_exceeded", message))
@@ -327,6 +327,10 @@ def listable_models(patterns: tuple[str, ...], curated: Iterable[str]) -> list[s
         else:
             models += [model for model in curated if fnmatchcase(model, pattern)]
     return list(dict.fromkeys(models))
+
+
+def _turns(count: int) -> str:
+    return f"{count} turn" if count == 1 else f"{count} turns"
 
 
 def _ceil(seconds: float) -> int:
