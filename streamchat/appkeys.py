@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from streamchat.backends import Backend
+from streamchat.limits import Limiter
 from streamchat.providers.base import Provider
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger
@@ -23,3 +24,4 @@ PROVIDER = web.AppKey("provider", Provider)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 BACKEND = web.AppKey("backend", Backend)
 PINGER = web.AppKey("pinger", Pinger)
+LIMITER = web.AppKey("limiter", Limiter)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from streamchat.events import ToolCall
+from streamchat.events import ToolCall, Usage
 from streamchat.providers.base import Message, ToolCallMessage
 from streamchat.stores.base import BegunTurn, Outcome, Store
 
@@ -29,6 +29,8 @@ class Turn:
         self._text: list[str] = []
         # How a call that needs approval gets it; the turn runner sets it. Without one, denied.
         self.approval: Callable[[ToolCall], Awaitable[bool]] = _deny
+        # What the upstream reported using, summed over the rounds so far.
+        self.usage: Usage | None = None
 
     def history(self) -> list[Message]:
         """What goes upstream for the next model round."""

@@ -14,7 +14,7 @@ import uuid
 
 from aiohttp import web
 
-from streamchat.appkeys import BACKEND, RUNNER, SETTINGS, STORE
+from streamchat.appkeys import BACKEND, LIMITER, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.eventbus import Followable
 from streamchat.protocols.native import serve, tell_interrupted
@@ -46,6 +46,9 @@ async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
             headers={"Retry-After": "5"},
         )
     await app[STORE].ping()
+    limiter = app[LIMITER]
+    limiter.check_model(turn.model, app[BACKEND].model)
+    await limiter.admit(turn)  # nothing awaits after this before the runner owns the turn
     return runner.start(turn)
 
 

@@ -90,6 +90,7 @@ async def run_tools(
             return
         if finish.usage is not None:
             usage = finish.usage if usage is None else usage + finish.usage
+            turn.usage = usage
         if not calls:
             model_used = finish.model or model
             completion = Completion(

@@ -11,10 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from streamchat.appkeys import BACKEND, RUNNER, SETTINGS, STORE
+from streamchat.appkeys import BACKEND, LIMITER, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.events import Completion, ErrorEvent
 from streamchat.handlers import model_of, running_turn, start_turn
+from streamchat.limits import picker_models
 from streamchat.protocols import agui, aisdk, openai
 from streamchat.protocols.stream import serve
 from streamchat.providers.base import Message
@@ -152,14 +153,15 @@ def _openai_message(message: object, index: int) -> Message:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    from streamchat.web import picker_models
-
+    backend = request.app[BACKEND]
     return web.json_response(
         {
             "object": "list",
             "data": [
                 {"id": model, "object": "model", "created": 0, "owned_by": "streamchat"}
-                for model in picker_models(request.app[BACKEND])
+                for model in picker_models(
+                    backend.kind, backend.model, request.app[LIMITER].allowed_models
+                )
             ],
         }
     )

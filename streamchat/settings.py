@@ -7,9 +7,11 @@ deep inside a request.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 DEFAULT_SYSTEM_PROMPT = """\
@@ -78,6 +80,14 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # With Redis: how long a conversation stays held by a process that died mid-turn.
     lease_seconds: float = 20.0
+    # Per-owner limits, each off at 0 (counted in Redis when STORE_URL is redis://, so every
+    # process shares them), and the models a request may name (comma-separated fnmatch
+    # patterns such as google/*; empty allows any).
+    limit_turns_per_minute: int = 0
+    limit_concurrent_turns: int = 0
+    limit_tokens_per_day: int = 0
+    limit_cost_per_day: float = 0.0
+    allowed_models: str = ""
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -135,6 +145,10 @@ class Settings:
             "resume_retention_bytes",
             "shutdown_grace_seconds",
             "approval_timeout_seconds",
+            "limit_turns_per_minute",
+            "limit_concurrent_turns",
+            "limit_tokens_per_day",
+            "limit_cost_per_day",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
@@ -144,6 +158,14 @@ class Settings:
             raise SettingsError(
                 f"ARTIFACT_FENCES must be auto, on or off, not {self.artifact_fences!r}"
             )
+        if not math.isfinite(self.limit_cost_per_day):
+            raise SettingsError("LIMIT_COST_PER_DAY must be a finite number of US dollars")
+        patterns = self.allowed_model_patterns
+        if patterns and not any(fnmatchcase(self.default_model, p) for p in patterns):
+            raise SettingsError(
+                f"DEFAULT_MODEL {self.default_model} is not allowed by ALLOWED_MODELS "
+                f"({', '.join(patterns)}): add it, or set DEFAULT_MODEL to an allowed model"
+            )
         if self.lease_seconds < 1:
             raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:
@@ -151,6 +173,11 @@ class Settings:
         if not self.openrouter_base_url.startswith(("http://", "https://")):
             raise SettingsError("OPENROUTER_BASE_URL must start with http:// or https://")
         return self
+
+    @property
+    def allowed_model_patterns(self) -> tuple[str, ...]:
+        """`ALLOWED_MODELS` split at commas; empty when any model is allowed."""
+        return tuple(p.strip() for p in self.allowed_models.split(",") if p.strip())
 
     @property
     def chat_completions_url(self) -> str:

@@ -15,16 +15,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 from streamchat.conversations import Turn
 from streamchat.eventbus import EventBus
 from streamchat.eventlog import RetainedLogs, TurnLog
-from streamchat.events import ArtifactCompleted, Completion, ErrorEvent, Event, Terminal, ToolCall
+from streamchat.events import (
+    ArtifactCompleted,
+    Completion,
+    ErrorEvent,
+    Event,
+    Terminal,
+    ToolCall,
+    Usage,
+)
 from streamchat.providers.base import Message, Stream
 from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
 from streamchat.stores.ephemeral import EphemeralStore
@@ -34,6 +43,11 @@ log = logging.getLogger(__name__)
 
 StopReason = Literal["cancelled", "abandoned", "shutting_down", "deleted"]
 Compose = Callable[[Turn, str], Stream[list[Event]]]
+# Told when a turn ends, whatever its outcome (a turn stopped before it began included), with the
+# usage the upstream reported over its rounds, if any; before the terminal event is seen.
+OnEnd = Callable[["TurnRequest", Terminal, Usage | None], Awaitable[None]]
+# How long the end of a turn waits for `on_end` at most.
+ON_END_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,7 @@ class TurnRequest:
     regenerate: bool = False
     # The whole history, when the conversation is not kept (OpenAI requests without an id).
     history: list[Message] | None = None
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class RunningTurn:
@@ -78,9 +93,11 @@ class TurnRunner:
         retention_bytes: int,
         bus: EventBus | None = None,
         approval_timeout: float = 300.0,
+        on_end: OnEnd | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
+        self.on_end = on_end
         self.approvals = Approvals()
         self.approval_timeout = approval_timeout
         self.compose = compose
@@ -211,6 +228,7 @@ class TurnRunner:
         key = (request.owner, request.conversation_id)
         terminal: Terminal | None = None
         store = self.store if request.history is None else EphemeralStore(request.history)
+        state: Turn | None = None
         try:
             async with store.lock(*key):
                 if turn.stop_reason is not None:
@@ -258,17 +276,21 @@ class TurnRunner:
         finally:
             if terminal is None:  # only when cancelled from outside the runner
                 terminal = ErrorEvent("The server is shutting down.", "shutting_down")
-            # From here to the end nothing awaits: the log goes from running to retained at
-            # once, so a reader resuming right now always finds it.
-            turn.log.append([terminal])
-            turn.log.close()
-            self._inflight.discard(turn)
-            if turn._grace is not None:
-                turn._grace.cancel()
-            if turn.log.turn:
-                self.retained.add(turn.log)
-            if self._running.get(key) is turn:
-                del self._running[key]
+            try:
+                if self.on_end is not None:
+                    await self._tell_end(turn, terminal, state.usage if state else None)
+            finally:
+                # From here to the end nothing awaits: the log goes from running to retained at
+                # once, so a reader resuming right now always finds it.
+                turn.log.append([terminal])
+                turn.log.close()
+                self._inflight.discard(turn)
+                if turn._grace is not None:
+                    turn._grace.cancel()
+                if turn.log.turn:
+                    self.retained.add(turn.log)
+                if self._running.get(key) is turn:
+                    del self._running[key]
 
     async def _pump(self, turn: RunningTurn, state: Turn) -> Terminal:
         """Run the pipeline into the log until its terminal event; a stop ends it early."""
@@ -299,6 +321,18 @@ class TurnRunner:
             log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)
             return ErrorEvent("The server failed to finish this reply.", "internal")
         return ErrorEvent("The reply ended unexpectedly.", "internal")
+
+    async def _tell_end(self, turn: RunningTurn, terminal: Terminal, usage: Usage | None) -> None:
+        """Call `on_end`; its failure is logged and never reaches the turn's readers."""
+        assert self.on_end is not None
+        try:
+            async with asyncio.timeout(ON_END_SECONDS):
+                await self.on_end(turn.request, terminal, usage)
+        except Exception:
+            log.exception(
+                "the end of a turn of conversation %s could not be reported",
+                turn.request.conversation_id,
+            )
 
     async def _end(self, state: Turn, outcome: Outcome) -> None:
         try:

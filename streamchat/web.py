@@ -17,6 +17,7 @@ from aiohttp import web
 
 from streamchat.appkeys import (
     BACKEND,
+    LIMITER,
     MCP_SERVERS,
     PINGER,
     PROVIDER,
@@ -45,6 +46,7 @@ from streamchat.handlers import (
     stop_turn,
     stream_chat,
 )
+from streamchat.limits import Limiter, make_limiter, picker_models
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
 from streamchat.protocol_routes import add_protocol_routes
@@ -66,21 +68,6 @@ log = logging.getLogger(__name__)
 # How long start-up waits for each MCP server before going on without it (it keeps trying).
 MCP_START_SECONDS = 10.0
 
-PICKER_MODELS = (
-    "google/gemini-2.5-flash",
-    "openai/gpt-4o-mini",
-    "anthropic/claude-3.5-haiku",
-    "meta-llama/llama-3.3-70b-instruct",
-)
-
-
-def picker_models(backend: Backend) -> list[str]:
-    """The models the page offers: the default first."""
-    models = [backend.model]
-    if backend.kind == "openrouter":
-        models += [model for model in PICKER_MODELS if model != backend.model]
-    return models
-
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
@@ -89,7 +76,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "ok",
         "backend": backend.kind,
         "model": backend.model,
-        "models": picker_models(backend),
+        "models": picker_models(backend.kind, backend.model, app[LIMITER].allowed_models),
         "store": app[STORE].description.split(" ")[0],
         "turns": len(app[RUNNER]),
     }
@@ -166,8 +153,10 @@ def create_app(
     provider: Provider | None = None,
     tools: Tools | None = None,
     store: Store | None = None,
+    limiter: Limiter | None = None,
 ) -> web.Application:
-    """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
+    """The application; `provider`, `tools`, `store` and `limiter` replace the defaults (tests,
+    embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     if backend is None:
         backend = (
@@ -188,6 +177,7 @@ def create_app(
         if store is None
         else store
     )
+    app[LIMITER] = limiter = make_limiter(settings) if limiter is None else limiter
     fences = fences_enabled(settings, backend)
 
     def compose(turn: Turn, model: str) -> Stream[list[Event]]:
@@ -209,6 +199,7 @@ def create_app(
         retention_bytes=settings.resume_retention_bytes,
         bus=store.event_bus(),
         approval_timeout=settings.approval_timeout_seconds,
+        on_end=limiter.turn_ended if limiter.counting else None,
     )
     app[MCP_SERVERS] = []
     app[TOOLS] = tools if tools is not None else make_tools(settings, app[MCP_SERVERS])
@@ -234,6 +225,7 @@ def create_app(
 
     async def open_store(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].open()
+        await app[LIMITER].open()
         bus = app[RUNNER].bus
         if bus is not None:
             await bus.listen(app[RUNNER].bus_message)
@@ -242,6 +234,7 @@ def create_app(
         finally:
             if bus is not None:
                 await bus.close()
+            await app[LIMITER].close()
             await app[STORE].close()
 
     async def connect_mcp(app: web.Application) -> AsyncIterator[None]:

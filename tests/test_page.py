@@ -30,8 +30,9 @@ from playwright.async_api import (
 )
 
 from streamchat.backends import Backend
+from streamchat.limits import PICKER_MODELS
 from streamchat.settings import DEFAULT_SYSTEM_PROMPT
-from streamchat.web import PICKER_MODELS, create_app
+from streamchat.web import create_app
 from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, Sleep, paced, text_reply, tool_reply
 
