@@ -131,7 +131,8 @@ def describe_tools(app: web.Application) -> list[str]:
     names = [schema["function"]["name"] for schema in tools.schemas()]
     lines = [f"tools: {', '.join(names) or 'none'}"]
     for server in app[MCP_SERVERS]:
-        listed = ", ".join(spec.name for spec in server.tools())
+        offered = tools.names(server) if isinstance(tools, CombinedToolset) else []
+        listed = ", ".join(offered)
         lines.append(
             f"  MCP server {server.name}: {server.status}" + (f": {listed}" if listed else "")
         )

@@ -23,6 +23,7 @@ from streamchat.events import (
     ErrorEvent,
     Event,
     TextChunk,
+    ToolApprovalRequired,
     ToolCompleted,
     ToolError,
     ToolExecuting,
@@ -120,7 +121,12 @@ class AguiEncoder:
                             }
                         )
                     )
-                case ArtifactStarted() | ArtifactContent() | ArtifactCompleted():
+                case (
+                    ArtifactStarted()
+                    | ArtifactContent()
+                    | ArtifactCompleted()
+                    | ToolApprovalRequired()
+                ):
                     self._end_text(out)
                     wire = to_wire(event, first + n, elapsed[n])
                     out.append(_event({"type": "CUSTOM", "name": wire["type"], "value": wire}))

@@ -24,6 +24,7 @@ from streamchat.events import (
     ErrorEvent,
     Event,
     TextChunk,
+    ToolApprovalRequired,
     ToolCompleted,
     ToolError,
     ToolExecuting,
@@ -50,6 +51,7 @@ class AiSdkEncoder:
         self._text_id: str | None = None
         self._texts = 0
         self._pending: set[str] = set()
+        self._announced: set[str] = set()  # tool calls whose input went out with an approval
 
     def encode(self, turn: int, first: int, events: list[Event], elapsed: list[float]) -> bytes:
         out: list[bytes] = []
@@ -73,23 +75,28 @@ class AiSdkEncoder:
 
     def _other(self, event: Event, out: list[bytes]) -> None:
         match event:
+            case ToolApprovalRequired(tool_name=name, tool_id=tool_id, arguments=arguments):
+                self._step(out)
+                self._end_text(out)
+                self._pending.add(tool_id)
+                self._announced.add(tool_id)
+                self._tool_input(out, tool_id, name, arguments)
+                out.append(
+                    part(
+                        {
+                            "type": "tool-approval-request",
+                            "approvalId": tool_id,
+                            "toolCallId": tool_id,
+                        }
+                    )
+                )
+            case ToolExecuting(tool_id=tool_id) if tool_id in self._announced:
+                pass  # its input went out with the approval request
             case ToolExecuting(tool_name=name, tool_id=tool_id, arguments=arguments):
                 self._step(out)
                 self._end_text(out)
                 self._pending.add(tool_id)
-                out.append(
-                    part({"type": "tool-input-start", "toolCallId": tool_id, "toolName": name})
-                )
-                out.append(
-                    part(
-                        {
-                            "type": "tool-input-available",
-                            "toolCallId": tool_id,
-                            "toolName": name,
-                            "input": _parsed(arguments),
-                        }
-                    )
-                )
+                self._tool_input(out, tool_id, name, arguments)
             case ToolCompleted(tool_id=tool_id, result=result):
                 out.append(
                     part({"type": "tool-output-available", "toolCallId": tool_id, "output": result})
@@ -159,6 +166,19 @@ class AiSdkEncoder:
                 self._end_text(out)
                 out.append(part({"type": "error", "errorText": message}))
                 out.append(DONE)
+
+    def _tool_input(self, out: list[bytes], tool_id: str, name: str, arguments: str) -> None:
+        out.append(part({"type": "tool-input-start", "toolCallId": tool_id, "toolName": name}))
+        out.append(
+            part(
+                {
+                    "type": "tool-input-available",
+                    "toolCallId": tool_id,
+                    "toolName": name,
+                    "input": _parsed(arguments),
+                }
+            )
+        )
 
     def _step(self, out: list[bytes]) -> None:
         if not self._in_step:

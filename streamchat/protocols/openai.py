@@ -22,6 +22,7 @@ from streamchat.events import (
     ErrorEvent,
     Event,
     TextChunk,
+    ToolApprovalRequired,
     ToolCompleted,
     ToolError,
     ToolExecuting,
@@ -127,7 +128,7 @@ class ChunkEncoder:
                             streamchat=_extension(event, first + n, elapsed[n]),
                         )
                     )
-                case ToolExecuting() | ToolCompleted() | ToolError():
+                case ToolExecuting() | ToolCompleted() | ToolError() | ToolApprovalRequired():
                     out.append(self._chunk({}, streamchat=_extension(event, first + n, elapsed[n])))
                 case Completion():
                     finish = _FINISH.get(event.finish_reason or "stop", "stop")
@@ -176,7 +177,7 @@ class Collector:
                 case ArtifactCompleted():
                     self.content.append(ARTIFACT_CLOSING)
                     self.activity.append(_extension(event, first + n, elapsed[n]))
-                case ToolExecuting() | ToolCompleted() | ToolError():
+                case ToolExecuting() | ToolCompleted() | ToolError() | ToolApprovalRequired():
                     self.activity.append(_extension(event, first + n, elapsed[n]))
                 case Completion() | ErrorEvent():
                     self.terminal = event

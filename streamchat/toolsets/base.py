@@ -126,8 +126,9 @@ class CombinedToolset:
         self._entries = entries
         self._schemas = [entry.spec.schema() for entry in entries.values()]
 
-    def names(self) -> list[str]:
-        return list(self._entries)
+    def names(self, toolset: Toolset | None = None) -> list[str]:
+        """The names offered to the model (of one toolset's tools, when given)."""
+        return [n for n, e in self._entries.items() if toolset is None or e.toolset is toolset]
 
     def schemas(self) -> list[dict[str, Any]]:
         return self._schemas
