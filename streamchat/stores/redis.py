@@ -207,6 +207,9 @@ class RedisStore:
         self._bus = RedisEventBus(
             redis.asyncio.Redis.from_url(
                 url,
+                # redis-py caps a pool at 100 connections unless told otherwise; every reader
+                # of a turn run elsewhere holds one while it blocks in XREAD.
+                max_connections=100_000,
                 socket_connect_timeout=timeout_seconds,
                 socket_timeout=timeout_seconds + 5.0,
                 retry=Retry(NoBackoff(), 0),
@@ -219,6 +222,7 @@ class RedisStore:
         self._renew_script = self._client.register_script(RENEW)
         self._release_script = self._client.register_script(RELEASE)
         self._local = LocalLocks()
+        self._answered = -1e9  # when Redis last answered a ping
         self._leases: dict[tuple[str, str], _Lease] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -247,8 +251,13 @@ class RedisStore:
         return self._bus
 
     async def ping(self) -> None:
+        # Asked before every turn: one answer a second is enough to say Redis is there (a turn
+        # that then finds it gone ends with store_unavailable).
+        if time.monotonic() - self._answered < 1.0:
+            return
         with self._reachable():
             await self._client.ping()
+        self._answered = time.monotonic()
 
     def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
         return self._hold(owner, conversation_id)

@@ -1,10 +1,11 @@
 """The event bus on Redis: a turn's log as a Redis Stream, stops over pub/sub.
 
-Each turn's events go to one stream, `sc:turn:<owner>:<conversation>:<turn>`, with the entry id
-`0-<chunkIndex + 1>`, so "the events after index k" is `XREAD ... 0-<k + 1>` and a resume needs
-no lookup. The process running the turn appends one pipeline per batch of events (one round
-trip per upstream read, not per token), keeps a liveness key alive while the turn runs, and
-sets the stream to expire `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
+Each turn's events go to one stream, `<prefix>turn:<owner>:<conversation>:<turn>`, one entry per
+batch of events (one upstream read, not one token) whose id is `0-<last chunkIndex + 1>`, so "the
+events after index k" is `XREAD ... 0-<k + 1>` and a resume needs no lookup. The process running
+the turn appends one pipeline per batch (a batch whose write failed goes with the next one),
+keeps a liveness key alive while the turn runs, and sets the stream to expire
+`RESUME_RETENTION_SECONDS` after its terminal event. A reader on
 another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
 the process running the turn died, and the reader gets `error` with `code: interrupted`.
 Stop requests and approvals go out on one pub/sub channel that every process listens to with
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 ALIVE_SECONDS = 3.0
 # Readers on other processes say so this often (and the mark lasts three times as long).
 READING_SECONDS = 2.0
-MAX_STREAM_EVENTS = 100_000
+MAX_STREAM_ENTRIES = 100_000
+# How long a running turn's stream is kept past the retention, should its process die.
+RUNNING_TTL_MS = 3_600_000
 
 
 class RedisEventBus:
@@ -101,27 +104,35 @@ class RedisEventBus:
         key = self.turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
         alive = key + ":alive"
         beat = asyncio.create_task(self._heartbeat(alive))
+        unsent: list[dict[str, Any]] = []
+        expiring = False
         try:
             async for first, events, elapsed in turn_log.follow():
+                unsent += [to_wire(e, first + n, elapsed[n]) for n, e in enumerate(events)]
+                # One stream entry per batch (one upstream read): its id is the index of its
+                # last event, so "after index k" is XREAD from 0-<k+1> and skips nothing.
                 pipe = self._client.pipeline(transaction=False)
-                for n, event in enumerate(events):
-                    wire = to_wire(event, first + n, elapsed[n])
-                    pipe.xadd(
-                        key,
-                        {"e": json.dumps(wire, ensure_ascii=False)},
-                        id=f"0-{first + n + 1}",
-                        maxlen=MAX_STREAM_EVENTS,
-                        approximate=True,
-                    )
-                if isinstance(events[-1], Terminal):
+                pipe.xadd(
+                    key,
+                    {"e": json.dumps(unsent, ensure_ascii=False)},
+                    id=f"0-{unsent[-1]['chunkIndex'] + 1}",
+                    maxlen=MAX_STREAM_ENTRIES,
+                    approximate=True,
+                )
+                finished = isinstance(events[-1], Terminal)
+                if finished:
                     pipe.pexpire(key, self._retention_ms)
                     pipe.delete(alive)
-                else:
-                    pipe.pexpire(key, self._retention_ms + int(ALIVE_SECONDS * 1000) * 10)
+                elif not expiring:  # a running turn's stream outlives it by the retention
+                    pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
                 try:
                     await pipe.execute()
                 except (RedisError, OSError) as exc:
-                    log.warning("could not share turn %s's events: %s", key, exc)
+                    # Kept, and sent with the next batch: a reader elsewhere sees it late,
+                    # never a gap.
+                    log.warning("could not share turn %s's events yet: %s", key, exc)
+                    continue
+                unsent, expiring = [], True
         finally:
             beat.cancel()
 
@@ -164,7 +175,7 @@ class RedisRemoteLog:
         if not last:
             return -1, False
         entry_id, fields = last[0]
-        return _index(entry_id), _wire(fields)["type"] in ("completion", "error")
+        return _index(entry_id), _wires(fields)[-1]["type"] in ("completion", "error")
 
     async def follow(self, after: int = -1) -> AsyncIterator[Batch]:
         cursor = f"0-{after + 1}"
@@ -180,18 +191,19 @@ class RedisRemoteLog:
                     return
                 continue
             entries = reply[0][1]
-            first = _index(entries[0][0])
             events: list[Event] = []
             elapsed: list[float] = []
             for _, fields in entries:
-                wire = _wire(fields)
-                events.append(from_wire(wire))
-                elapsed.append(wire["elapsedMs"])
+                for wire in _wires(fields):
+                    if wire["chunkIndex"] > after + len(events):  # a batch may reach back
+                        events.append(from_wire(wire))
+                        elapsed.append(wire["elapsedMs"])
             cursor = _text(entries[-1][0])
-            after = _index(entries[-1][0])
-            yield first, events, elapsed
-            if isinstance(events[-1], Terminal):
-                return
+            first, after = after + 1, after + len(events)
+            if events:
+                yield first, events, elapsed
+                if isinstance(events[-1], Terminal):
+                    return
 
 
 INTERRUPTED = "The server running this answer stopped. Send the message again."
@@ -205,6 +217,7 @@ def _index(entry_id: bytes | str) -> int:
     return int(_text(entry_id).partition("-")[2]) - 1
 
 
-def _wire(fields: dict[Any, Any]) -> dict[str, Any]:
-    wire: dict[str, Any] = json.loads(fields[b"e"] if b"e" in fields else fields["e"])
-    return wire
+def _wires(fields: dict[Any, Any]) -> list[dict[str, Any]]:
+    """The events of one stream entry (one batch), as their wire dicts."""
+    wires: list[dict[str, Any]] = json.loads(fields[b"e"] if b"e" in fields else fields["e"])
+    return wires
