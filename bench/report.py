@@ -130,15 +130,15 @@ def report(data: Report) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
         "- pinning: "
         + (
-            "server under test on core 0 (`taskset -c 0`); upstream, load client and profiler "
-            "on core 1"
+            "server under test on core 0 (`taskset -c 0`); upstream, load client, profiler, "
+            "Redis and nginx on core 1"
             if data.pinning
             else "none (fewer than 2 cores)"
         ),
         f"- repeats: {plan.reps} (throughput), {plan.lat_reps} (latency), {plan.scale_reps} "
         f"(scale), {plan.feature_reps} (features), {plan.abort_reps} (abort), "
-        f"{plan.resume_reps} (resume); servers alternate within each repeat; figures are medians "
-        "over the repeats",
+        f"{plan.resume_reps} (resume), {plan.nginx_reps} (nginx); servers alternate within each "
+        "repeat; figures are medians over the repeats",
         "- the machine is shared and noisy: treat figures as provisional, compare ratios",
         *(f"- {name}: {about}" for name, about in data.about.items() if name in names),
         "",
@@ -176,8 +176,8 @@ def report(data: Report) -> str:
             "",
             "An event is one SSE frame (`\\n\\n`); every server sends about one frame per token "
             "plus a few per stream (streamchat 501, floor 501, Vercel ~506, LiteLLM ~502). "
-            "Core-1 load is the upstream plus the load client: well under 100% means the server "
-            "under test, not the load, was the limit.",
+            "Core-1 load is the upstream plus the load client (and, for streamchat-redis, its "
+            "Redis): well under 100% means the server under test, not the load, was the limit.",
             "",
         ]
     if res["latency"]:
@@ -190,14 +190,14 @@ def report(data: Report) -> str:
         lines += _abort_table(data, names)
     if res.get("resume"):
         lines += _resume_table(data, names)
-    if _has_both(res):
-        lines += _store_table(data)
-    if _has_both(res, REDIS):
-        lines += _redis_section(data)
     if res.get("roundtrips", {}).get("turns"):
         lines += _roundtrip_table(data)
     if res.get("nginx", {}).get("throughput"):
         lines += _nginx_table(data)
+    if _has_both(res, REDIS):
+        lines += _redis_section(data)
+    if _has_both(res):
+        lines += _store_table(data)
     if data.profile is not None:
         lines += profile_section(data.profile)
     lines += _raw_section(data)
@@ -406,8 +406,8 @@ def _resume_table(data: Report, names: list[str]) -> list[str]:
         "time is from sending the reconnect request to reading the first replayed event (the "
         "TCP connect before it is not counted); the target is p99 under 10 ms. The `id:`s of both "
         "connections are checked: every event of the turn exactly once (*lost*, *repeated*: "
-        "both should be 0), the terminal event last. Only streamchat is in this table: the "
-        "floor and the peers have no resume.",
+        "both should be 0), the terminal event last. Only streamchat (on each store) is in this "
+        "table: the floor and the peers have no resume.",
         "",
     ]
     return lines
@@ -513,7 +513,7 @@ def _redis_section(data: Report) -> list[str]:
     r99 = med(resume, "resume_p99_ms")
     clients = data.plan.lat200_clients
     lines = [
-        "## 7. Several processes: streamchat on Redis",
+        "## The store: Redis (several processes) against SQLite",
         "",
         f"`{REDIS}` is streamchat with `STORE_URL=redis://...` on a `redis-server` the harness "
         "started (no persistence), pinned to core 1 with the upstream and the load client: Redis "
@@ -575,7 +575,7 @@ def _roundtrip_table(data: Report) -> list[str]:
         "tools": "tool round trip (`add`, then the text; 2 upstream calls), unpaced",
     }
     lines = [
-        "## 8. Redis round trips per turn",
+        "## 7. Redis round trips per turn",
         "",
         "| turn | turns | round trips / turn | commands sent / turn | commands run in Redis / "
         "turn | commands sent, per turn |",
@@ -622,7 +622,7 @@ def _nginx_table(data: Report) -> list[str]:
     names = list(table)
     direct = med(table.get(names[0], []), "events_per_s") if names else None
     lines = [
-        f"## 9. Two processes behind nginx: {data.plan.tp_clients} clients, back-to-back "
+        f"## 8. Two processes behind nginx: {data.plan.tp_clients} clients, back-to-back "
         f"{data.plan.tp_tokens}-token streams",
         "",
         f"| path | events/s | {X} one process direct | streamchat CPU ms / 1k events | "
