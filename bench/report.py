@@ -476,7 +476,7 @@ def _store_table(data: Report) -> list[str]:
     for label, unit, sqlite, memory in _store_rows(data, MEMORY):
         digits = 2 if unit else 1  # milliseconds to the hundredth; counts and CPU to a tenth
         lines.append(
-            f"| {label} | {fmt(sqlite, digits)}{unit} | {fmt(memory, digits)}{unit} | "
+            f"| {label} | {_unit(sqlite, digits, unit)} | {_unit(memory, digits, unit)} | "
             f"{ratio(sqlite, memory)} |"
         )
     lines += [
@@ -544,7 +544,7 @@ def _redis_section(data: Report) -> list[str]:
         for label, unit, sqlite, redis in rows:
             digits = 2 if unit else 1
             lines.append(
-                f"| {label} | {fmt(sqlite, digits)}{unit} | {fmt(redis, digits)}{unit} | "
+                f"| {label} | {_unit(sqlite, digits, unit)} | {_unit(redis, digits, unit)} | "
                 f"{ratio(redis, sqlite)} |"
             )
         side = med(tp.get(REDIS, []), "side_cpu_ms_per_1k")
@@ -563,6 +563,10 @@ def _redis_section(data: Report) -> list[str]:
     return lines
 
 
+def _unit(value: float | None, digits: int, unit: str) -> str:
+    return DASH if value is None else f"{fmt(value, digits)}{unit}"
+
+
 def _signed(value: float | None) -> str:
     return DASH if value is None else f"{value:+.2f} ms"
 
@@ -570,16 +574,16 @@ def _signed(value: float | None) -> str:
 def _roundtrip_table(data: Report) -> list[str]:
     res = data.results.get("roundtrips", {}).get("turns", {})
     labels = {
-        "text": "plain text, the reply in one upstream write",
-        "text-paced": "plain text, one token per upstream read (20 ms apart)",
-        "tools": "tool round trip (`add`, then the text; 2 upstream calls), unpaced",
+        "text": "plain text: the reply in one upstream write",
+        "text-paced": "plain text: one token per upstream read, 20 ms apart",
+        "tools": "tool round trip: `add`, then the text (2 upstream calls), unpaced",
     }
     lines = [
         "## 7. Redis round trips per turn",
         "",
         "| turn | turns | round trips / turn | commands sent / turn | commands run in Redis / "
-        "turn | commands sent, per turn |",
-        "|---|---:|---:|---:|---:|---|",
+        "turn | new connections | commands sent, per turn |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     idle = 0.0
     for kind, label in labels.items():
@@ -596,10 +600,11 @@ def _roundtrip_table(data: Report) -> list[str]:
         idle = max(idle, max(r.get("idle_round_trips_per_s", 0.0) for r in rows))
         tokens = rows[0].get("tokens")
         lines.append(
-            f"| {label} ({tokens} tokens) | {sum(r['turns'] for r in rows)} | "
+            f"| {label}; {tokens} tokens | {sum(r['turns'] for r in rows)} | "
             f"{fmt(med(rows, 'round_trips_per_turn'), 1)} | "
             f"{fmt(med(rows, 'commands_per_turn'), 1)} | "
-            f"{fmt(med(rows, 'redis_commands_per_turn'), 1)} | {top} |"
+            f"{fmt(med(rows, 'redis_commands_per_turn'), 1)} | "
+            f"{sum(r.get('connections_opened', 0) for r in rows)} | {top} |"
         )
     lines += [
         "",
@@ -609,8 +614,9 @@ def _roundtrip_table(data: Report) -> list[str]:
         "sent* are the RESP commands in those bursts (`EVALSHA`: one of streamchat's scripts: "
         "begin, write, renew, release); *run in Redis* adds the commands those scripts run "
         "(`INFO commandstats`). Each turn starts a new conversation; a round of turns before "
-        "the count opens the process's connections, so connection set-up is not counted. "
-        f"While idle the process made {idle:.0f} round trips a second.",
+        "the count opens the process's connections, so their set-up is mostly not counted (*new "
+        "connections*: opened during the count, each with a few round trips of its own). "
+        f"Round trips in the second measured while the process was idle: {idle:.0f}.",
         "",
     ]
     return lines
