@@ -1,12 +1,15 @@
 """A TCP relay between streamchat and Redis that counts round trips and commands.
 
-Redis answers every request it is sent, so on one connection a round trip is a burst of client
-bytes that follows a reply (or opens the connection): a pipeline of forty commands written at
-once is one round trip, however many reads it arrives in. The relay also reads the client's
+Redis answers every command it is sent, in order, so on one connection a round trip starts when
+the client sends a command while every command before it has had its reply: a pipeline of 500
+commands written at once is one round trip, however many reads it arrives in and even if Redis
+starts answering its first commands before the last ones arrive. The relay reads the client's
 RESP arrays to count the commands sent, by name (a script called with `EVALSHA` is one command
-here, however many it runs inside Redis). Counts are since the relay started; `Counts.minus`
-gives the difference between two readings. It runs in the harness's event loop (the load core),
-and only for the round-trip scenario: the relay's hop is not in any timed figure.
+here, however many it runs inside Redis), and the top-level replies (RESP2 or RESP3; a pub/sub
+message, which answers no command, only ever lowers the count of commands waiting to zero).
+Counts are since the relay started; `Counts.minus` gives the difference between two readings. It
+runs in the harness's event loop (the load core), and only for the round-trip scenario: the
+relay's hop is not in any timed figure.
 """
 
 from __future__ import annotations
@@ -81,6 +84,48 @@ class _Commands:
         return name, pos
 
 
+class _Replies:
+    """An incremental counter of the top-level RESP2/RESP3 replies a server sends."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> int:
+        self._buf += data
+        count, pos = 0, 0
+        while True:
+            end = self._skip(pos)
+            if end is None:
+                break
+            count, pos = count + 1, end
+        del self._buf[:pos]
+        return count
+
+    def _skip(self, pos: int) -> int | None:
+        """Where the value starting at `pos` ends, or None when it is not all here yet."""
+        buf = self._buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        kind, head, pos = bytes(buf[pos : pos + 1]), bytes(buf[pos + 1 : end]), end + 2
+        if kind in (b"$", b"=", b"!"):  # bulk string, verbatim string, bulk error
+            size = int(head)
+            if size < 0:
+                return pos
+            return pos + size + 2 if pos + size + 2 <= len(buf) else None
+        if kind in (b"*", b"~", b">", b"%", b"|"):  # array, set, push, map, attribute
+            items = int(head) * (2 if kind in (b"%", b"|") else 1)
+            for _ in range(max(items, 0)):
+                after = self._skip(pos)
+                if after is None:
+                    return None
+                pos = after
+            if kind == b"|":  # an attribute comes before the reply it describes
+                return self._skip(pos)
+            return pos
+        return pos  # a simple string, error, integer, null, double, boolean or big number
+
+
 class CountingProxy:
     """Listens on a free loopback port and relays every connection to Redis at `target_port`."""
 
@@ -116,22 +161,23 @@ class CountingProxy:
             return
         self.counts.connections += 1
         self._writers.update((client_w, redis_w))
-        # Whose bytes came last on this connection: a client burst after a reply is a new trip.
-        state = {"replied": True}
-        commands = _Commands()
+        # Commands sent on this connection that have had no reply yet.
+        waiting = [0]
+        commands, replies = _Commands(), _Replies()
 
         async def upward() -> None:
             while data := await client_r.read(65536):
-                if state["replied"]:
+                names = commands.feed(data)
+                if names and waiting[0] == 0:
                     self.counts.round_trips += 1
-                    state["replied"] = False
-                self.counts.commands.update(commands.feed(data))
+                waiting[0] += len(names)
+                self.counts.commands.update(names)
                 redis_w.write(data)
                 await redis_w.drain()
 
         async def downward() -> None:
             while data := await redis_r.read(65536):
-                state["replied"] = True
+                waiting[0] = max(0, waiting[0] - replies.feed(data))
                 client_w.write(data)
                 await client_w.drain()
 

@@ -609,10 +609,11 @@ def _roundtrip_table(data: Report) -> list[str]:
     lines += [
         "",
         "Counted by a relay between a streamchat process of its own and Redis (not used in any "
-        "timed figure): a round trip is a burst of the process's bytes after a reply on one "
-        "connection, so a pipeline is one round trip however many commands it holds. *Commands "
-        "sent* are the RESP commands in those bursts (`EVALSHA`: one of streamchat's scripts: "
-        "begin, write, renew, release); *run in Redis* adds the commands those scripts run "
+        "timed figure): a round trip starts with a command sent on a connection where every "
+        "command before it has had its reply, so a pipeline is one round trip however many "
+        "commands it holds. *Commands sent* are the RESP commands the process sent "
+        "(`EVALSHA`: one of streamchat's scripts: begin, write, renew, release); *run in "
+        "Redis* adds the commands those scripts run "
         "(`INFO commandstats`). Each turn starts a new conversation; a round of turns before "
         "the count opens the process's connections, so their set-up is mostly not counted (*new "
         "connections*: opened during the count, each with a few round trips of its own). "
