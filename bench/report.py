@@ -680,7 +680,11 @@ def _nginx_table(data: Report) -> list[str]:
         "be faster: the ratio shows what a second process and the nginx hop cost, while the "
         "service is spread over two processes that either can take over. With a core (or a "
         "machine) per process, and Redis and nginx with room of their own, the pair's ceiling "
-        "is twice one process's; this machine cannot show that.",
+        "is twice one process's; this machine cannot show that. On a busy shared machine, two "
+        "processes on one core get a larger share of it against other work than one process "
+        "does (the scheduler shares a core per thread), so events/s above 1.00"
+        f"{X} here is the machine, not streamchat: compare the CPU per 1k events, and the "
+        "*streamchat CPU* column (how much of core 0 each process had).",
         "",
     ]
     return lines
