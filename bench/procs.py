@@ -1,5 +1,6 @@
-"""The processes of a benchmark run: the fake upstream, the servers under test, and what /proc
-says about them (CPU seconds and resident memory, summed over a process and its children).
+"""The processes of a benchmark run: the fake upstream, the servers under test, Redis and nginx,
+and what /proc says about them (CPU seconds and resident memory, summed over a process and its
+children).
 
 Every process is started here in its own session, pinned with `taskset`, with its output in
 `bench/out/logs/`, and stopped by its own process-group id when the run ends.
@@ -11,9 +12,11 @@ import ast
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,6 +214,185 @@ class Upstream:
         return Target("upstream (direct)", self.port, "/v1/chat/completions", "openai")
 
 
+# --- Redis and nginx, for the servers that keep their conversations in Redis ------------------
+
+
+def redis_missing() -> str | None:
+    """Why streamchat cannot run on Redis here (None: it can)."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (Debian: apt-get install redis-server)"
+    probe = subprocess.run([str(VENV_PY), "-c", "import redis"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        return "redis-py is not installed in the venv (pip install 'streamchat[redis]')"
+    return None
+
+
+def _resp_command(args: tuple[str, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def _resp_reply(reader: Any) -> Any:
+    line: bytes = reader.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(f"Redis: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else reader.read(size + 2)[:-2].decode()
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_resp_reply(reader) for _ in range(size)]
+    raise RuntimeError(f"unexpected reply from Redis: {line!r}")
+
+
+class RedisServer:
+    """redis-server on a free loopback port for the whole run; nothing is saved to disk.
+
+    The harness talks to it with a few lines of RESP (PING, FLUSHDB, INFO), so it needs no client
+    library of its own.
+    """
+
+    def __init__(self, core: str | None) -> None:
+        self.core = core
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        folder = OUT / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [shutil.which("redis-server") or "redis-server", "--port", str(self.port)]
+        argv += ["--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(folder)]
+        self.proc = _spawn("redis", pinned(argv, self.core), dict(os.environ), folder)
+        deadline = time.monotonic() + 10.0
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {self.proc.returncode}")
+            with contextlib.suppress(OSError, RuntimeError):
+                if self.call("PING") == "PONG":
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING within 10 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def url(self, db: int = 0, port: int | None = None) -> str:
+        return f"redis://{HOST}:{port or self.port}/{db}"
+
+    def call(self, *args: str, db: int | None = None) -> Any:
+        commands: list[tuple[str, ...]] = [("SELECT", str(db))] if db is not None else []
+        commands.append(args)
+        with socket.create_connection((HOST, self.port), timeout=10.0) as sock:
+            sock.sendall(b"".join(_resp_command(c) for c in commands))
+            with sock.makefile("rb") as reader:
+                replies = [_resp_reply(reader) for _ in commands]
+        return replies[-1]
+
+    def flush(self, db: int) -> None:
+        self.call("FLUSHDB", db=db)
+
+    def commandstats(self) -> dict[str, int]:
+        """Commands Redis has run since it started, by name (those run by scripts included)."""
+        calls: dict[str, int] = {}
+        for line in str(self.call("INFO", "commandstats")).splitlines():
+            found = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+            if found:
+                calls[found[1]] = int(found[2])
+        return calls
+
+
+def nginx_path() -> str | None:
+    found = shutil.which("nginx")
+    if found is None and Path("/usr/sbin/nginx").exists():
+        found = "/usr/sbin/nginx"
+    return found
+
+
+# The addresses in README.md's nginx configuration: the two streamchat processes, and nginx.
+README_BACKENDS = ("127.0.0.1:5282", "127.0.0.1:5283")
+README_LISTEN = "127.0.0.1:8080"
+
+
+def readme_nginx_config() -> str:
+    """The nginx configuration README.md shows ("Running several processes"), as written there."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, flags=re.S)
+    if len(blocks) != 1:
+        raise RuntimeError(f"README.md shows {len(blocks)} nginx configurations, not one")
+    config = str(blocks[0])
+    for address in (*README_BACKENDS, README_LISTEN):
+        if address not in config:
+            raise RuntimeError(f"README.md's nginx configuration no longer names {address}")
+    return config
+
+
+class Nginx:
+    """nginx in the foreground with README.md's configuration, on ports of its own.
+
+    Only the addresses change: the README's two backends become `backends` (the same port twice
+    sends every request to one process, through the same configuration), its listen address a
+    free port. Its files live in `bench/out/<name>/`.
+    """
+
+    def __init__(self, name: str, backends: tuple[int, int], core: str | None) -> None:
+        self.name = name
+        self.backends = backends
+        self.core = core
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = nginx_path()
+        if executable is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
+        swap = {
+            README_BACKENDS[0]: f"{HOST}:{self.backends[0]}",
+            README_BACKENDS[1]: f"{HOST}:{self.backends[1]}",
+            README_LISTEN: f"{HOST}:{self.port}",
+        }
+        config = re.sub(
+            "|".join(re.escape(a) for a in swap), lambda m: swap[m[0]], readme_nginx_config()
+        )
+        folder = OUT / self.name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / "nginx.conf").write_text(f"daemon off;\n{config}")
+        argv = [executable, "-p", str(folder), "-c", str(folder / "nginx.conf")]
+        self.proc = _spawn(self.name, pinned(argv, self.core), dict(os.environ), folder)
+        _wait_ready(self.proc, self.port, "/health", 15.0)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def target(self, name: str) -> Target:
+        return Target(name, self.port, "/api/stream", "streamchat")
+
+
 @dataclass
 class Server:
     """A server under test: how to start it and how to ask it for a stream."""
@@ -233,6 +415,9 @@ class Server:
     # Emptied before every start: whatever state the server keeps on disk starts afresh.
     home: Path | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # settings one scenario changes
+    # The Redis its store lives in (database `redis_db`), emptied before every start as `home`.
+    redis: RedisServer | None = None
+    redis_db: int = 0
 
     @property
     def keeps_turns(self) -> bool:
@@ -248,9 +433,16 @@ class Server:
     def target(self) -> Target:
         return Target(self.name, self.port, self.path, self.style, self.headers)
 
+    @property
+    def side_pids(self) -> tuple[int, ...]:
+        """Processes that do part of its work elsewhere (its Redis): their CPU is reported too."""
+        return (self.redis.pid,) if self.redis is not None and self.redis.running else ()
+
     def start(self, core: str | None) -> None:
         if self.home is not None:
             _fresh_home(self.home)
+        if self.redis is not None:
+            self.redis.flush(self.redis_db)
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
         env = {**self.env, **self.overrides}
         self.proc = _spawn(self.name, pinned(argv, core), env, self.cwd)
@@ -312,10 +504,31 @@ def settings_names(code: Path) -> set[str]:
     return set()
 
 
-def build_servers(upstream: Upstream, wanted: list[str], streamchat_dir: Path) -> list[Server]:
-    """streamchat, the floor, and the peers that bench/setup installed (or why they are missing)."""
-    servers: list[Server] = []
-    # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
+REDIS_DB = 0  # streamchat-redis; the scenarios with processes of their own use others
+
+
+def streamchat_server(
+    name: str, streamchat_dir: Path, env: dict[str, str], about: str = "", opt_in: bool = False
+) -> Server:
+    """A `python app.py` of the run's copy of streamchat, in an empty working folder of its own."""
+    home = streamchat_dir / f"home-{name}"
+    return Server(
+        name,
+        [str(VENV_PY), str(streamchat_dir / "app.py"), "--host", HOST, "--port", "{port}"],
+        env,
+        home,
+        "/health",
+        "/api/stream",
+        "streamchat",
+        about=about,
+        opt_in=opt_in,
+        resumable=True,
+        home=home,
+    )
+
+
+def streamchat_env(upstream: Upstream, streamchat_dir: Path) -> dict[str, str]:
+    """The environment of a streamchat process: none of the caller's own streamchat settings."""
     mine = settings_names(streamchat_dir)
     env = {k: v for k, v in _base_env().items() if k not in mine}
     env.update(
@@ -323,38 +536,55 @@ def build_servers(upstream: Upstream, wanted: list[str], streamchat_dir: Path) -
         OPENROUTER_BASE_URL=upstream.base("/api/v1"),
         DEFAULT_MODEL="bench/model",
     )
+    return env
+
+
+def build_servers(
+    upstream: Upstream,
+    wanted: list[str],
+    streamchat_dir: Path,
+    redis: RedisServer | None = None,
+    no_redis: str | None = None,
+) -> list[Server]:
+    """streamchat, the floor, and the peers that bench/setup installed (or why they are missing).
+
+    `redis` is the run's Redis for `streamchat-redis` (None: it is left out, for the reason
+    `no_redis`).
+    """
+    servers: list[Server] = []
+    # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
+    env = streamchat_env(upstream, streamchat_dir)
     # streamchat as it ships: every setting at its default but the upstream's, so the SQLite
     # store and the resume grace are measured. `python <snapshot>/app.py` imports the copied
     # package (the script's folder comes first on sys.path) whatever the working folder.
-    for name, store, about in (
+    for name, store, about, opt_in in (
         (
             "streamchat",
             {},
             "default settings: the SQLite store (`sqlite:///streamchat.db`, a new file for "
             "every start of the server), resume grace 30 s",
+            False,
+        ),
+        (
+            "streamchat-redis",
+            {"STORE_URL": redis.url(REDIS_DB) if redis is not None else ""},
+            "`STORE_URL=redis://127.0.0.1:<port>/0` on a `redis-server` the harness starts "
+            "(no persistence, pinned with the load; emptied before every start of the server), "
+            "otherwise the defaults: what several processes cost one",
+            False,
         ),
         (
             "streamchat-memory",
             {"STORE_URL": "memory://"},
             "`STORE_URL=memory://`, otherwise the defaults: what the SQLite store costs",
+            True,
         ),
     ):
-        home = streamchat_dir / f"home-{name}"
-        servers.append(
-            Server(
-                name,
-                [str(VENV_PY), str(streamchat_dir / "app.py"), "--host", HOST, "--port", "{port}"],
-                {**env, **store},
-                home,
-                "/health",
-                "/api/stream",
-                "streamchat",
-                about=about,
-                opt_in=name != "streamchat",
-                resumable=True,
-                home=home,
-            )
-        )
+        servers.append(streamchat_server(name, streamchat_dir, {**env, **store}, about, opt_in))
+        if store.get("STORE_URL", "").startswith("redis"):
+            servers[-1].redis, servers[-1].redis_db = redis, REDIS_DB
+        elif name == "streamchat-redis":
+            servers[-1].skipped = no_redis or "no Redis"
     servers.append(
         Server(
             "floor",

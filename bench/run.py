@@ -1,6 +1,6 @@
 """The streamchat benchmark: streamchat, the floor and its peers on one fast fake upstream.
 
-    .venv/bin/python bench/run.py            # the full run, about 10 minutes
+    .venv/bin/python bench/run.py            # the full run, about 15 minutes
     .venv/bin/python bench/run.py --quick    # a few seconds per scenario, for smoke tests
 
 The server under test runs on core 0 (`taskset -c 0`); the fake upstream (bench/upstream.py), this
@@ -21,6 +21,13 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
    (streamchat with RESUME_GRACE_SECONDS=0 here: with its default grace the turn goes on).
 6. resume (streamchat only): 200 paced streams drop their connection after a few events and
    reconnect with Last-Event-ID: time to the first replayed event, and every event exactly once.
+7. roundtrips (streamchat-redis): Redis round trips and commands per turn (text, paced text,
+   tool), counted by a relay between a streamchat process and Redis.
+8. nginx (streamchat-redis): two processes on one Redis behind nginx (README.md's configuration)
+   against one process: events/s, and resumes that land on either process.
+
+streamchat-redis runs on a redis-server the harness starts on a free port (pinned with the load);
+it is left out, saying why, when redis-server or redis-py is missing.
 
 Then a py-spy profile of streamchat under scenario 1. Results: printed, and written to
 bench/RESULTS.md (every figure in bench/out/RESULTS.json).
@@ -48,32 +55,45 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadclient import Load
+from loadclient import Load, Target
 from procs import (
     BENCH,
     LOAD_CORE,
     OUT,
     SERVER_CORE,
     VENV_PY,
+    Nginx,
+    RedisServer,
     Server,
     Upstream,
     build_servers,
     cpu_seconds,
     git_state,
+    nginx_path,
+    readme_nginx_config,
+    redis_missing,
     snapshot_streamchat,
+    streamchat_server,
     versions,
 )
 from profile_report import summarize_profile
+from redisproxy import CountingProxy
 from report import Report, brief, machine, report
 from scenarios import (
     QUICK,
+    ROUND_TRIP_KINDS,
     Plan,
     _latency_of,
     abort_trial,
     resume_trial,
+    roundtrip_trial,
     scale_trial,
     throughput_trial,
 )
+
+# Redis databases of the processes the scenarios start for themselves (streamchat-redis: 0).
+ROUND_TRIP_DB = 2
+NGINX_DB = 1
 
 
 def log(message: str) -> None:
@@ -117,12 +137,15 @@ class Run:
             "features": {},
             "abort": {},
             "resume": {},
+            "roundtrips": {},
+            "nginx": {},
         }
         self.notes: list[str] = []
         self.profile: dict[str, Any] | None = None
         self.restarts: dict[str, int] = {}
         self.code = "unknown"
         self.snapshot: Path | None = None
+        self.redis: RedisServer | None = None
 
     def live(self) -> list[Server]:
         return [s for s in self.servers if s.skipped is None]
@@ -141,7 +164,10 @@ class Run:
         log(f"streamchat: {self.code}; running a copy in {self.snapshot.relative_to(BENCH)}")
         self.upstream.start()
         log(f"upstream on port {self.upstream.port} (pid {self.upstream.pid})")
-        self.servers = build_servers(self.upstream, self.args.servers, self.snapshot)
+        no_redis = await self.start_redis()
+        self.servers = build_servers(
+            self.upstream, self.args.servers, self.snapshot, self.redis, no_redis
+        )
         for server in self.servers:
             if server.skipped:
                 log(f"{server.name}: skipped: {server.skipped}")
@@ -168,9 +194,28 @@ class Run:
             if idle > 0.02:
                 self.notes.append(f"{server.name} used {idle * 100:.0f}% of a core while idle.")
 
+    async def start_redis(self) -> str | None:
+        """The run's Redis, when streamchat-redis is in it; else why not (None: not wanted)."""
+        if self.args.servers and "streamchat-redis" not in self.args.servers:
+            return None
+        missing = redis_missing()
+        if missing is not None:
+            return missing
+        self.redis = RedisServer(self.load_core)
+        try:
+            self.redis.start()
+        except (RuntimeError, OSError) as exc:
+            self.redis.stop()
+            self.redis = None
+            return f"redis-server did not start: {exc} (see bench/out/logs/redis.log)"
+        log(f"redis-server on port {self.redis.port} (pid {self.redis.pid})")
+        return None
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+        if self.redis is not None:
+            self.redis.stop()
         self.upstream.stop()
         if self.snapshot is not None:
             shutil.rmtree(self.snapshot, ignore_errors=True)
@@ -262,7 +307,7 @@ class Run:
                 "throughput",
                 "text",
                 plan.reps,
-                lambda s: throughput_trial(s.target, s.pid, up, plan),
+                lambda s: throughput_trial(s.target, s.pid, up, plan, side_pids=s.side_pids),
             )
         if self.wants("latency"):
             log("2. added latency")
@@ -329,8 +374,114 @@ class Run:
                 lambda s: resume_trial(s.target, up, plan),
                 resumable,
             )
+        on_redis = next((s for s in self.live() if s.redis is not None), None)
+        if self.wants("roundtrips"):
+            log("7. Redis round trips per turn")
+            if on_redis is None:
+                self.notes.append("No Redis round trips: streamchat-redis is not in this run.")
+            else:
+                await self.run_roundtrips(on_redis)
+        if self.wants("nginx"):
+            log("8. two processes behind nginx")
+            if on_redis is None:
+                self.notes.append("No nginx scenario: streamchat-redis is not in this run.")
+            else:
+                await self.run_nginx(on_redis)
         if self.wants("profile") and not self.args.no_profile:
             await self.run_profile()
+
+    async def run_roundtrips(self, model: Server) -> None:
+        """A streamchat process of its own, talking to Redis through a counting relay."""
+        assert self.redis is not None and self.snapshot is not None
+        redis = self.redis
+        proxy = CountingProxy(redis.port)
+        await proxy.start()
+        env = {**model.env, "STORE_URL": redis.url(ROUND_TRIP_DB, port=proxy.port)}
+        counted = streamchat_server("streamchat-redis-counted", self.snapshot, env)
+        counted.redis, counted.redis_db = redis, ROUND_TRIP_DB
+        table = self.results["roundtrips"].setdefault("turns", {})
+        try:
+            # In a thread: the relay runs on this event loop, and the start waits for /health.
+            await asyncio.to_thread(counted.start, self.server_core)
+            for kind, _, _ in ROUND_TRIP_KINDS:
+                result = await self.trial(
+                    counted,
+                    "roundtrips",
+                    functools.partial(roundtrip_kind, self.upstream, redis, proxy, self.plan, kind),
+                )
+                table.setdefault(kind, []).append(result)
+                log(f"  roundtrips/{kind}: {brief(result)}")
+        except (RuntimeError, OSError) as exc:
+            self.notes.append(f"No Redis round trips: {exc} (see bench/out/logs/).")
+        finally:
+            await asyncio.to_thread(counted.stop)
+            await proxy.stop()
+            self.upstream.configure(mode="text", pace_ms=0)
+
+    async def run_nginx(self, model: Server) -> None:
+        """Two streamchat processes on one Redis behind nginx, against one process direct.
+
+        Both processes share the server core (the core one process has in every other
+        scenario); nginx and Redis run on the load core. So the pair has no more CPU than one
+        process: what this shows is what the second process and the nginx hop cost, and that
+        the pair serves as one service, not a speed-up (see bench/README.md).
+        """
+        assert self.redis is not None and self.snapshot is not None
+        why = None if nginx_path() is not None else "nginx is not installed"
+        if why is None:
+            try:
+                readme_nginx_config()
+            except RuntimeError as exc:
+                why = str(exc)
+        if why is not None:
+            self.notes.append(f"No nginx scenario: {why}.")
+            return
+        plan, up, redis = self.plan, self.upstream, self.redis
+        env = {**model.env, "STORE_URL": redis.url(NGINX_DB)}
+        a, b = (streamchat_server(f"streamchat-redis-{x}", self.snapshot, dict(env)) for x in "ab")
+        one = Nginx("nginx-one", (a.port, a.port), self.load_core)
+        two = Nginx("nginx-two", (a.port, b.port), self.load_core)
+        redis.flush(NGINX_DB)
+        started: list[Server | Nginx] = []
+        try:
+            for server in (a, b):
+                server.start(self.server_core)
+                started.append(server)
+            for nginx in (one, two):
+                nginx.start()
+                started.append(nginx)
+            rows = (
+                (DIRECT, a.target, ()),
+                (THROUGH_ONE, one.target(THROUGH_ONE), (one.pid,)),
+                (THROUGH_TWO, two.target(THROUGH_TWO), (two.pid,)),
+            )
+            table = self.results["nginx"].setdefault("throughput", {})
+            up.configure(mode="text", tokens=plan.tp_tokens, pace_ms=0, stamp=False)
+            for rep in range(plan.nginx_reps):
+                for label, target, side in rows:
+                    result = await self.trial(
+                        a,
+                        "nginx",
+                        functools.partial(through, target, (redis.pid, *side), (b.pid,), up, plan),
+                    )
+                    if b.proc is not None and b.proc.poll() is not None:
+                        result = {"failed": f"{b.name} exited (code {b.proc.returncode})"}
+                    table.setdefault(label, []).append(result)
+                    log(f"  nginx/{label} rep {rep + 1}: {brief(result)}")
+                    await asyncio.sleep(0.5)
+            resumes = self.results["nginx"].setdefault("resume", {})
+            for rep in range(plan.resume_reps):
+                result = await self.trial(
+                    a, "nginx", lambda _: resume_trial(two.target(THROUGH_TWO), up, plan)
+                )
+                resumes.setdefault(THROUGH_TWO, []).append(result)
+                log(f"  nginx/resume rep {rep + 1}: {brief(result)}")
+        except (RuntimeError, OSError) as exc:
+            self.notes.append(f"nginx scenario stopped: {exc} (see bench/out/logs/).")
+        finally:
+            for proc in reversed(started):
+                proc.stop()
+            up.configure(mode="text", pace_ms=0)
 
     async def run_profile(self) -> None:
         streamchat = next((s for s in self.live() if s.name == "streamchat"), None)
@@ -394,6 +545,36 @@ class Run:
         self.profile["raw_file"] = str(raw.relative_to(BENCH.parent))
 
 
+async def roundtrip_kind(
+    upstream: Upstream,
+    redis: RedisServer,
+    proxy: CountingProxy,
+    plan: Plan,
+    kind: str,
+    server: Server,
+) -> dict[str, Any]:
+    return await roundtrip_trial(server.target, upstream, redis, proxy, plan, kind)
+
+
+async def through(
+    target: Target,
+    side_pids: tuple[int, ...],
+    more_pids: tuple[int, ...],
+    upstream: Upstream,
+    plan: Plan,
+    server: Server,
+) -> dict[str, Any]:
+    """The throughput load on `target` (nginx, or `server` itself), CPU read from `server`."""
+    return await throughput_trial(
+        target, server.pid, upstream, plan, side_pids=side_pids, more_pids=more_pids
+    )
+
+
+DIRECT = "one process, direct"
+THROUGH_ONE = "nginx, one process"
+THROUGH_TWO = "nginx, two processes"
+
+
 def tuning_log() -> str:
     """bench/TUNING.md (what the profiles showed and what each change bought), kept by hand."""
     path = BENCH / "TUNING.md"
@@ -417,7 +598,7 @@ async def main_async(args: argparse.Namespace) -> int:
     gc.collect()
     try:
         await run.start()
-        if not any(s.name == "streamchat" for s in run.live()):
+        if any(s.name == "streamchat" and s.skipped for s in run.servers):
             log("streamchat did not start: see bench/out/logs/streamchat.log")
         await run.run()
     finally:
@@ -455,14 +636,14 @@ def main() -> int:
         "--servers",
         nargs="*",
         default=[],
-        help="only these (streamchat floor vercel-ai-sdk litellm-proxy; also streamchat-memory, "
-        "which runs only when named)",
+        help="only these (streamchat streamchat-redis floor vercel-ai-sdk litellm-proxy; also "
+        "streamchat-memory, which runs only when named)",
     )
     parser.add_argument(
         "--scenarios",
         nargs="*",
         default=[],
-        help="only these (throughput latency scale features abort resume profile)",
+        help="only these (throughput latency scale features abort resume roundtrips nginx profile)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadclient import Load, Target, Trace
-from procs import Server, Upstream, cpu_seconds, own_cpu_seconds, rss_kib
+from procs import RedisServer, Server, Upstream, cpu_seconds, own_cpu_seconds, rss_kib
+from redisproxy import CountingProxy
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Plan:
     resume_rounds: int = 3  # drops and reconnects per client and trial
     resume_reps: int = 3
     profile_seconds: float = 20.0
+    rt_turns: int = 40  # unpaced turns per kind of turn, for Redis round trips per turn
+    rt_clients: int = 4
+    rt_paced_turns: int = 8  # paced 500-token turns (one upstream read per token), all at once
+    nginx_reps: int = 3
 
 
 QUICK = Plan(
@@ -65,6 +70,9 @@ QUICK = Plan(
     resume_rounds=1,
     resume_reps=1,
     profile_seconds=3.0,
+    rt_turns=8,
+    rt_paced_turns=4,
+    nginx_reps=1,
 )
 
 
@@ -105,42 +113,61 @@ async def _back_to_back(load: Load, start_delay: float, max_streams: int) -> Non
 
 
 async def throughput_trial(
-    target: Target, pid: int, upstream: Upstream, plan: Plan, clients: int | None = None
+    target: Target,
+    pid: int,
+    upstream: Upstream,
+    plan: Plan,
+    clients: int | None = None,
+    side_pids: tuple[int, ...] = (),
+    more_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
+    """`pid` (and `more_pids`) serve; `side_pids` (Redis, nginx) share the load core: their CPU
+    is reported apart and counted in the core-1 load."""
     load = Load(target)
+    servers = (pid, *more_pids)
     workers = [
         asyncio.create_task(_back_to_back(load, i * 0.005, 1_000_000))
         for i in range(clients or plan.tp_clients)
     ]
 
-    def readings() -> tuple[int, int, int, float, float, float, float]:
-        """Frames, streams and errors so far; server, upstream and own CPU seconds; the time."""
+    def readings() -> tuple[int, int, int, list[float], float, float, float, float]:
+        """Frames, streams and errors so far; CPU seconds of each server process, of the
+        side processes, the upstream and this process; the time."""
         return (
             load.frames,
             load.streams,
             sum(load.errors.values()),
-            cpu_seconds(pid),
+            [cpu_seconds(p) for p in servers],
+            sum(cpu_seconds(p) for p in side_pids),
             cpu_seconds(upstream.pid),
             own_cpu_seconds(),
             time.monotonic(),
         )
 
     await asyncio.sleep(plan.tp_warmup)
-    f0, s0, e0, c0, u0, l0, t0 = readings()
+    f0, s0, e0, c0, d0, u0, l0, t0 = readings()
     await asyncio.sleep(plan.tp_seconds)
-    f1, s1, e1, c1, u1, l1, t1 = readings()
+    f1, s1, e1, c1, d1, u1, l1, t1 = readings()
     load.close_all()
     await _gather_bounded(workers, 5.0)
-    wall, events, cpu = t1 - t0, f1 - f0, c1 - c0
-    return {
+    wall, events = t1 - t0, f1 - f0
+    each = [b - a for a, b in zip(c0, c1, strict=True)]
+    cpu, side = sum(each), d1 - d0
+    result: dict[str, Any] = {
         "events_per_s": events / wall,
         "streams_per_s": (s1 - s0) / wall,
         "cpu_ms_per_1k": cpu * 1000 / (events / 1000) if events else None,
         "server_cpu_util": cpu / wall,
-        "core1_util": ((u1 - u0) + (l1 - l0)) / wall,
+        "core1_util": ((u1 - u0) + (l1 - l0) + side) / wall,
         "errors": e1 - e0,
         "error_kinds": dict(load.errors),
     }
+    if more_pids:
+        result["server_cpu_utils"] = [c / wall for c in each]
+    if side_pids:
+        result["side_cpu_ms_per_1k"] = side * 1000 / (events / 1000) if events else None
+        result["side_cpu_util"] = side / wall
+    return result
 
 
 # --- scenario 2: added latency ---------------------------------------------------------------
@@ -428,4 +455,79 @@ async def resume_trial(target: Target, upstream: Upstream, plan: Plan) -> dict[s
         "unterminated": seen.unterminated,
         "failures": sum(seen.failures.values()),
         "failure_kinds": dict(seen.failures),
+    }
+
+
+# --- scenario 7: Redis round trips per turn ----------------------------------------------------
+
+# (key, upstream mode, pace in ms): a text turn whose reply comes in one write, the same reply
+# one token per upstream read, and a tool turn (a call to `add`, then the text: 2 upstream calls).
+ROUND_TRIP_KINDS = (("text", "text", 0.0), ("text-paced", "text", 20.0), ("tools", "tools", 0.0))
+
+
+async def _turns(load: Load, count: int) -> None:
+    conn = await load.connect()
+    for _ in range(count):
+        if conn.closed:
+            conn = await load.connect()
+        await asyncio.wait_for(conn.send(load.target.request(load.tag())), 60)
+
+
+def _per(counts: Counter[str] | dict[str, int], turns: int) -> dict[str, float]:
+    return {name: n / turns for name, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n}
+
+
+async def roundtrip_trial(
+    target: Target,
+    upstream: Upstream,
+    redis: RedisServer,
+    proxy: CountingProxy,
+    plan: Plan,
+    kind: str,
+) -> dict[str, Any]:
+    """Turns of one kind through the counting relay: round trips and commands per turn.
+
+    A round of unpaced turns at the same concurrency first, not counted: the process's Redis
+    connections are then open (a new connection's handshake is not a turn's cost) and its
+    scripts loaded. What it sends while idle is read over a second before, and reported.
+    """
+    mode, pace = next((m, p) for k, m, p in ROUND_TRIP_KINDS if k == kind)
+    turns = plan.rt_paced_turns if pace else plan.rt_turns
+    clients = turns if pace else min(plan.rt_clients, turns)  # paced ones all at once
+    upstream.configure(mode=mode, tokens=plan.tp_tokens, pace_ms=0, stamp=False)
+    await _quiet(upstream)
+    warm = Load(target)
+    await asyncio.gather(*(_turns(warm, 1) for _ in range(clients)))
+    warm.close_all()
+    upstream.configure(pace_ms=pace)
+    await asyncio.sleep(0.5)
+    idle0 = proxy.counts.copy()
+    await asyncio.sleep(1.0)
+    idle = proxy.counts.copy().minus(idle0).round_trips
+    before, stats0 = proxy.counts.copy(), redis.commandstats()
+    load = Load(target)
+    await asyncio.gather(*(_turns(load, turns // clients) for _ in range(clients)))
+    # A turn's last writes (the final batch of its log, the lease's release) may come just
+    # after the client read the terminal event.
+    await asyncio.sleep(0.5)
+    sent, stats1 = proxy.counts.copy().minus(before), redis.commandstats()
+    load.close_all()
+    done = load.streams
+    if not done:
+        return {"failed": f"no turn finished: {dict(load.errors)}"}
+    ran = Counter(stats1)
+    ran.subtract(stats0)
+    ran.pop("info", None)  # the harness's own readings
+    return {
+        "turns": done,
+        "errors": sum(load.errors.values()),
+        "tokens": plan.tp_tokens,
+        "pace_ms": pace,
+        "round_trips_per_turn": sent.round_trips / done,
+        "commands_per_turn": sum(sent.commands.values()) / done,
+        "redis_commands_per_turn": sum(v for v in ran.values() if v > 0) / done,
+        "connections_opened": sent.connections,
+        "idle_round_trips_per_s": float(idle),
+        "commands": _per(sent.commands, done),
+        "redis_commands": _per(+ran, done),
     }
