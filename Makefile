@@ -40,7 +40,7 @@ typecheck: install ## mypy --strict over the package, the tests and app.py
 
 check: lint typecheck test ## lint, types and tests: what must be green before a commit
 
-bench: install ## streamchat against the floor, the Vercel AI SDK and LiteLLM (run bench/setup once; ~11 min)
+bench: install ## streamchat against the floor, the Vercel AI SDK and LiteLLM (run bench/setup once; about 15 min)
 	$(PY) bench/run.py
 
 bench-quick: install ## the benchmark at a few seconds per scenario: does the harness still work?

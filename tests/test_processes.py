@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import AppProcess, StartApp, parse_events
-from tests.fake_upstream import FakeUpstream, paced, text_reply
+from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
 from tests.redis_server import RedisServer, redis_server_path
 from tests.test_turns import Reader
 
@@ -182,3 +182,24 @@ async def test_without_redis_requests_get_503_and_service_resumes_when_it_return
     upstream.add(text_reply("I am back."))
     again = parse_events(await (await post(session, a, "hello?")).read())
     assert again[-1]["type"] == "completion"
+
+
+async def test_a_tool_call_started_on_one_process_is_approved_on_the_other(
+    start_app: StartApp,
+    redis: RedisServer,
+    upstream: FakeUpstream,
+    session: aiohttp.ClientSession,
+) -> None:
+    env = {"STORE_URL": redis.url, "APPROVAL_REQUIRED": "divide"}
+    a, b = await start_app(**env), await start_app(**env)
+    upstream.add(tool_reply(("t1", "divide", {"a": 84, "b": 2})), text_reply("42"))
+    reader = Reader(await post(session, a, "84 / 2?"))
+    while (await reader.next())["type"] != "tool_approval_required":
+        pass
+
+    body = {"toolId": "t1", "approved": True}
+    answer = await session.post(f"{b.url}/api/conversation/c/approve", json=body)
+    rest = await reader.rest()
+
+    assert answer.status == 200
+    assert [e["type"] for e in rest] == ["tool_executing", "tool_completed", "text", "completion"]
