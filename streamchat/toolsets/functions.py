@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Sequence
 
 from streamchat.tools.registry import ToolRegistry
@@ -40,6 +42,8 @@ class ToolModuleError(Exception):
 def load_tool_modules(registry: ToolRegistry, modules: Sequence[str]) -> list[str]:
     """Import each module and register its tools; the names registered."""
     before = {tool.name for tool in registry.tools()}
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # "importable from the folder the server starts in"
     for module_name in modules:
         try:
             module = importlib.import_module(module_name)
