@@ -14,12 +14,13 @@ from pathlib import Path
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
+from streamchat.auth import describe_auth
 from streamchat.backends import choose_backend, describe_backend
 from streamchat.settings import Settings, SettingsError
 from streamchat.stores import StoreError
 from streamchat.web import STORE, create_app, drain
 
-SECRETS = {"openrouter_api_key"}
+SECRETS = {"openrouter_api_key", "api_keys", "jwt_secret"}
 
 
 def settings_help() -> str:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         app = create_app(settings, backend=backend)
-    except StoreError as exc:
+    except (StoreError, SettingsError) as exc:
         print(f"streamchat: {exc}", file=sys.stderr)
         return 2
     try:
@@ -96,7 +97,7 @@ async def serve(app: web.Application, settings: Settings, about: list[str]) -> i
         return 1
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
-    for line in [*about, f"store: {app[STORE].description}"]:
+    for line in [*about, f"store: {app[STORE].description}", *describe_auth(settings)]:
         print(f"  {line}", flush=True)
 
     stop = asyncio.Event()

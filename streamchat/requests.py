@@ -12,10 +12,10 @@ import re
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamchat.auth import OWNER
 from streamchat.errors import ApiError
 from streamchat.protocols.native import parse_event_id
 from streamchat.settings import Settings
-from streamchat.stores import ANONYMOUS
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
@@ -75,8 +75,12 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 
 def owner_of(request: web.Request) -> str:
-    """Who is calling: every caller is one anonymous owner until callers authenticate."""
-    return ANONYMOUS
+    """Who is calling, as the callers middleware (`auth.py`) found out; a request it did not
+    see has no caller, and is refused rather than served as anyone."""
+    owner = request.get(OWNER)
+    if not isinstance(owner, str):
+        raise ApiError(401, "unauthorized", "This route needs a known caller.")
+    return owner
 
 
 def conversation_id_of(request: web.Request) -> str:

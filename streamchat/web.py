@@ -25,6 +25,7 @@ from streamchat.appkeys import (
     STORE,
     TOOLS,
 )
+from streamchat.auth import add_callers
 from streamchat.backends import (
     Backend,
     choose_backend,
@@ -124,6 +125,7 @@ def create_app(
 ) -> web.Application:
     """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    add_callers(app, settings)
     if backend is None:
         backend = (
             choose_backend(settings)
