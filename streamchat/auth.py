@@ -174,7 +174,12 @@ class ApiKeys:
         return sorted({entry.owner for entry in self._entries})
 
     def _reload(self) -> None:
-        stat = os.stat(self._path)
+        try:
+            stat = os.stat(self._path)
+        except OSError as exc:
+            raise SettingsError(
+                f"API_KEYS_FILE {self._path} cannot be read: {exc.strerror}"
+            ) from None
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         self._entries = self._fixed + read_keys_file(self._path)
 
