@@ -122,7 +122,8 @@ class Gate:
             return True
         name = split_host(host)[0]
         return any(
-            name == allowed or (allowed.startswith(".") and name.endswith(allowed))
+            name == allowed
+            or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:]))
             for allowed in self.hosts
         )
 
