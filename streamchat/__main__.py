@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
 
-from streamchat.auth import (
+from streamchat.api_keys import (
     DEFAULT_KEYS_FILE,
     OWNER_NAME,
     hash_key,

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from streamchat.auth import ApiKeys, describe_auth, hash_key, make_backend
+from streamchat.api_keys import ApiKeys, hash_key
+from streamchat.auth import describe_auth, make_backend
 from streamchat.settings import Settings, SettingsError
 from streamchat.web import create_app
 from tests.conftest import ROOT, MakeClient, StartApp, make_settings, parse_events
