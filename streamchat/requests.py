@@ -79,7 +79,12 @@ def owner_of(request: web.Request) -> str:
     see has no caller, and is refused rather than served as anyone."""
     owner = request.get(OWNER)
     if not isinstance(owner, str):
-        raise ApiError(401, "unauthorized", "This route needs a known caller.")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "This route needs a known caller.",
+            headers={"WWW-Authenticate": 'Bearer realm="streamchat"'},
+        )
     return owner
 
 

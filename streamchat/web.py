@@ -2,7 +2,8 @@
 
 The handlers of the API live in `handlers.py`; this module wires them, `/health`, and the chat
 page to an app that owns one `aiohttp.ClientSession` (made in `cleanup_ctx`, reused by every
-upstream call), the store, and the turn runner, and drains running turns on shutdown.
+upstream call), the store, and the turn runner, and drains running turns on shutdown. Every
+request passes the callers middleware of `auth.py` first (host, browser origin, caller).
 """
 
 from __future__ import annotations

@@ -22,13 +22,15 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from streamchat.api_keys import ApiKeys, hash_key
 from streamchat.auth import describe_auth, make_backend
+from streamchat.errors import ApiError
+from streamchat.requests import owner_of
 from streamchat.settings import Settings, SettingsError
 from streamchat.web import create_app
 from tests.conftest import ROOT, MakeClient, StartApp, make_settings, parse_events
@@ -625,3 +627,12 @@ async def test_a_stop_from_another_owner_stops_nothing(
     assert stop.status == 404
     assert events[-1]["type"] == "completion"
     assert "".join(e["content"] for e in events if e["type"] == "text") == "one two three"
+
+
+def test_a_request_the_middleware_did_not_see_has_no_caller() -> None:
+    request = make_mocked_request("GET", "/api/conversations")
+
+    with pytest.raises(ApiError) as caught:
+        owner_of(request)
+
+    assert caught.value.status == 401
