@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
+from streamchat.auth import describe_auth
 from streamchat.backends import choose_backend, describe_backend
 from streamchat.settings import Settings, SettingsError
 from streamchat.stores import StoreError
@@ -21,7 +22,7 @@ from streamchat.toolsets.functions import ToolModuleError
 from streamchat.toolsets.mcp import McpConfigError
 from streamchat.web import STORE, create_app, describe_tools, drain
 
-SECRETS = {"openrouter_api_key"}
+SECRETS = {"openrouter_api_key", "api_keys", "jwt_secret"}
 
 
 def settings_help() -> str:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         app = create_app(settings, backend=backend)
-    except (StoreError, ToolModuleError, McpConfigError) as exc:
+    except (StoreError, SettingsError, ToolModuleError, McpConfigError) as exc:
         print(f"streamchat: {exc}", file=sys.stderr)
         return 2
     try:
@@ -98,7 +99,8 @@ async def serve(app: web.Application, settings: Settings, about: list[str]) -> i
         return 1
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
-    for line in [*about, f"store: {app[STORE].description}", *describe_tools(app)]:
+    lines = [*about, f"store: {app[STORE].description}", *describe_auth(settings)]
+    for line in [*lines, *describe_tools(app)]:
         print(f"  {line}", flush=True)
 
     stop = asyncio.Event()

@@ -13,10 +13,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamchat.auth import OWNER
 from streamchat.errors import ApiError
 from streamchat.protocols.native import parse_event_id
 from streamchat.settings import Settings
-from streamchat.stores import ANONYMOUS
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
@@ -96,8 +96,17 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 
 def owner_of(request: web.Request) -> str:
-    """Who is calling: every caller is one anonymous owner until callers authenticate."""
-    return ANONYMOUS
+    """Who is calling, as the callers middleware (`auth.py`) found out; a request it did not
+    see has no caller, and is refused rather than served as anyone."""
+    owner = request.get(OWNER)
+    if not isinstance(owner, str):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "This route needs a known caller.",
+            headers={"WWW-Authenticate": 'Bearer realm="streamchat"'},
+        )
+    return owner
 
 
 def conversation_id_of(request: web.Request) -> str:

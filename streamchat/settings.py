@@ -7,6 +7,7 @@ deep inside a request.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -88,6 +89,20 @@ class Settings:
     limit_tokens_per_day: int = 0
     limit_cost_per_day: float = 0.0
     allowed_models: str = ""
+    # Callers (SPEC section 10): how they are known (none, keys, jwt, header), and which browser
+    # origins and host names may reach the API. Secrets stay out of reprs and logs.
+    auth: str = "none"
+    api_keys: str = dataclasses.field(default="", repr=False)
+    api_keys_file: str = ""
+    jwt_secret: str = dataclasses.field(default="", repr=False)
+    jwt_public_key: str = ""
+    jwt_jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway_seconds: float = 30.0
+    auth_header: str = "X-Forwarded-User"
+    cors_origins: str = ""
+    allowed_hosts: str = ""
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -118,7 +133,7 @@ class Settings:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field.name.upper(), raw, field.type)
-        for name in ("backend", "artifact_fences"):
+        for name in ("backend", "artifact_fences", "auth"):
             if name in values:
                 values[name] = values[name].lower()
         return cls(**values).validated()
@@ -166,6 +181,10 @@ class Settings:
                 f"DEFAULT_MODEL {self.default_model} is not allowed by ALLOWED_MODELS "
                 f"({', '.join(patterns)}): add it, or set DEFAULT_MODEL to an allowed model"
             )
+        if self.auth not in ("none", "keys", "jwt", "header"):
+            raise SettingsError(f"AUTH must be none, keys, jwt or header, not {self.auth!r}")
+        if self.jwt_leeway_seconds < 0:
+            raise SettingsError("JWT_LEEWAY_SECONDS must not be negative")
         if self.lease_seconds < 1:
             raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:

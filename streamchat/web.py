@@ -2,7 +2,8 @@
 
 The handlers of the API live in `handlers.py`; this module wires them, `/health`, and the chat
 page to an app that owns one `aiohttp.ClientSession` (made in `cleanup_ctx`, reused by every
-upstream call), the store, and the turn runner, and drains running turns on shutdown.
+upstream call), the store, and the turn runner, and drains running turns on shutdown. Every
+request passes the callers middleware of `auth.py` first (host, browser origin, caller).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from streamchat.appkeys import (
     STORE,
     TOOLS,
 )
+from streamchat.auth import add_callers
 from streamchat.backends import (
     Backend,
     choose_backend,
@@ -159,6 +161,7 @@ def create_app(
     """The application; `provider`, `tools`, `store` and `limiter` replace the defaults (tests,
     embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    add_callers(app, settings)
     if backend is None:
         backend = (
             choose_backend(settings)
