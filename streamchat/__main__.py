@@ -1,0 +1,28 @@
+"""`python -m streamchat <command>`: the command-line tools that come with streamchat.
+
+Each command is a module with `add_parser(subparsers)`, which registers its arguments and sets
+`run`, the function that runs it and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from streamchat import chat_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamchat", description="streamchat's command-line tools."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    chat_cli.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
