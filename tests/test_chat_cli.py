@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from streamchat.chat_cli import artifact_filename
+from streamchat.client import StreamChatClient
 from streamchat.web import create_app
 from tests.conftest import ROOT, free_port, make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
@@ -312,3 +313,19 @@ async def test_in_a_terminal_ctrl_c_stops_the_answer_and_the_prompt_comes_back(
 
     assert b"Next." in after
     assert await terminal.wait() == 0
+
+
+async def test_continuing_a_conversation_follows_its_running_answer_to_the_end(
+    base: str, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    words = [f"w{i} " for i in range(30)]
+    upstream.add(paced(text_reply(*words), 0.03))
+    async with StreamChatClient(base) as client:
+        running = client.stream("count", conversation_id="busy")
+        await anext(running)
+
+        status, out, _ = await chat(base, "", tmp_path, "--conversation", "busy")
+        await running.aclose()
+
+    assert status == 0
+    assert out.splitlines() == ["[an answer is in progress; following it]", "".join(words)]

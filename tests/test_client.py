@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,8 +34,9 @@ from streamchat.events import (
     ToolExecuting,
 )
 from streamchat.web import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import ROOT, free_port, make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
+from tests.test_readme import fenced_blocks, section
 
 ARTIFACT = '<artifact id="hi" title="hi.py" language="python">\nprint("hi")\n</artifact>'
 WORDS = [f"w{i} " for i in range(40)]
@@ -392,3 +395,49 @@ async def test_the_api_key_and_headers_go_with_every_request() -> None:
     assert page.conversations == [] and page.next is None
     assert seen[0]["Authorization"] == "Bearer sk-1"
     assert seen[0]["X-Trace"] == "t"
+
+
+# --- the README's example -------------------------------------------------------------------------
+
+
+def readme_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = fenced_blocks(section(readme, "Python client and terminal chat"), "python")
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+async def run_example(url: str) -> str:
+    """The README's example as printed, its address pointed at `url`; what it printed."""
+    script = readme_example()
+    assert 'StreamChatClient("http://127.0.0.1:5282")' in script
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script.replace("http://127.0.0.1:5282", url),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert err == b""
+    return out.decode()
+
+
+async def test_the_readme_example_runs_as_printed(base: str, upstream: FakeUpstream) -> None:
+    upstream.add(tool_reply(("t1", "add", {"a": 25, "b": 17})), text_reply("25 + 17 = 42"))
+
+    out = await run_example(base)
+
+    lines = out.splitlines()
+    assert lines[0] == '[add {"a": 25, "b": 17} -> 42]'
+    assert lines[1] == "25 + 17 = 42"
+    assert lines[2].startswith("(stop; event 1:")
+    assert lines[3] == "5 messages stored"
+
+
+async def test_the_readme_example_reports_a_server_it_cannot_reach() -> None:
+    out = await run_example(f"http://127.0.0.1:{free_port()}")
+
+    assert out.startswith("request failed: 0 unreachable: streamchat at http://127.0.0.1:")
