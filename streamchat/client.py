@@ -224,7 +224,8 @@ class StreamChatClient:
         return TurnStream(self, conversation_id, None, None)
 
     def resume(self, conversation_id: str, last_event_id: str) -> TurnStream:
-        """The events of a turn after `last_event_id` (`Received.id`), then live to its end."""
+        """The events of a turn after `last_event_id` (`Received.id`), then live to its end; no
+        events when the server holds none after it (the turn is over: read the history)."""
         return TurnStream(self, conversation_id, None, last_event_id)
 
     async def stop(self, conversation_id: str) -> int | None:
@@ -371,9 +372,7 @@ class TurnStream:
         else:
             response = await client._open_stream(self.conversation_id, self.last_event_id)
             if response is None:
-                if self.last_event_id is None:
-                    return  # nothing running: nothing to join
-                raise _not_retained(self.conversation_id)
+                return  # nothing running, or nothing held after that id: see the history
         failures = 0
         while True:
             cause: BaseException | None = None

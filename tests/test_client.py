@@ -300,10 +300,11 @@ async def test_resume_sends_exactly_the_events_after_the_id_and_join_none_when_i
 
     rest = [r async for r in chat.resume("r1", whole[2].id)]
     joined = [r async for r in chat.join("r1")]
+    after_the_end = [r async for r in chat.resume("r1", whole[-1].id)]
 
     assert [r.id for r in rest] == [r.id for r in whole[3:]]
     assert [r.event for r in rest] == [r.event for r in whole[3:]]
-    assert joined == []
+    assert joined == after_the_end == []
 
 
 async def test_join_follows_a_running_turn_from_its_first_event(
