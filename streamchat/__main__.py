@@ -1,132 +1,31 @@
-"""`python -m streamchat keys ...`: make, list and remove the API keys of `AUTH=keys`.
+"""`python -m streamchat <command>`: the command-line tools that come with streamchat.
 
-    python -m streamchat keys add alice      # prints a new key once; stores only its hash
-    python -m streamchat keys list           # the owners, never a key
-    python -m streamchat keys remove alice   # every key of alice
+    python -m streamchat chat [--url URL]     # a terminal chat (chat_cli.py)
+    python -m streamchat keys add alice       # the API keys of AUTH=keys (keys_cli.py)
 
-The keys file is `--file`, else `API_KEYS_FILE` (from the environment or `.env`), else
-`streamchat.keys` in the working directory; it is created readable by its owner only. A running
-server reads it again within a second of a change. The new key is the only thing written to
-stdout, so `KEY=$(python -m streamchat keys add alice)` works.
+Each command is a module with `add_parser(subparsers)`, which registers its arguments and sets
+`run`, the function that runs it and returns the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
-from dotenv import find_dotenv, load_dotenv
-
-from streamchat.api_keys import (
-    DEFAULT_KEYS_FILE,
-    OWNER_NAME,
-    hash_key,
-    new_key,
-    parse_keys_file,
-)
-from streamchat.settings import SettingsError
-
-
-def keys_file(args: argparse.Namespace) -> Path:
-    if args.file:
-        return Path(args.file)
-    load_dotenv(find_dotenv(usecwd=True))
-    return Path(os.environ.get("API_KEYS_FILE", "").strip() or DEFAULT_KEYS_FILE)
-
-
-def read_lines(path: Path) -> list[str]:
-    """The file's lines, checked; none when it does not exist yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    parse_keys_file(text, str(path))
-    return text.splitlines()
-
-
-def owner_of_line(line: str) -> str | None:
-    words = line.split()
-    return words[0] if words and not words[0].startswith("#") else None
-
-
-def add(args: argparse.Namespace) -> int:
-    if not OWNER_NAME.match(args.owner):
-        print("streamchat: the owner must be one word of A-Z a-z 0-9 . _ @ + | -", file=sys.stderr)
-        return 2
-    path = keys_file(args)
-    lines = read_lines(path)  # a file that is not a keys file is not appended to
-    newline = "\n" if lines and not path.read_bytes().endswith(b"\n") else ""
-    key = new_key()
-    # Created readable and writable by its owner only; appended in one write.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as file:
-        file.write(f"{newline}{args.owner} {hash_key(key)}\n")
-    print(key, flush=True)
-    print(
-        f"a new key for {args.owner}: shown this once; its hash is in {path} "
-        f"(serve with AUTH=keys API_KEYS_FILE={path})",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def list_owners(args: argparse.Namespace) -> int:
-    path = keys_file(args)
-    counts = Counter(owner for line in read_lines(path) if (owner := owner_of_line(line)))
-    if not counts:
-        print(f"no keys in {path}", file=sys.stderr)
-    for owner, count in sorted(counts.items()):
-        print(f"{owner}\t{count} key{'s' * (count != 1)}")
-    return 0
-
-
-def remove(args: argparse.Namespace) -> int:
-    path = keys_file(args)
-    lines = read_lines(path)
-    kept = [line for line in lines if owner_of_line(line) != args.owner]
-    if len(kept) == len(lines):
-        print(f"streamchat: {args.owner} has no key in {path}", file=sys.stderr)
-        return 1
-    # Written beside the file and moved over it: a reader never sees half a file.
-    partial = path.with_name(path.name + ".new")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write("".join(line + "\n" for line in kept))
-    os.replace(partial, path)
-    print(f"removed {len(lines) - len(kept)} key(s) of {args.owner} from {path}", file=sys.stderr)
-    return 0
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m streamchat", description=__doc__.split("\n")[0])
-    commands = top.add_subparsers(dest="command", required=True)
-    keys = commands.add_parser("keys", help="the API keys of AUTH=keys")
-    actions = keys.add_subparsers(dest="action", required=True)
-    file_help = "the keys file (default: $API_KEYS_FILE, else streamchat.keys)"
-    for name, run, text in (
-        ("add", add, "make a new key for an owner and print it once"),
-        ("list", list_owners, "list the owners that have keys"),
-        ("remove", remove, "remove every key of an owner"),
-    ):
-        action = actions.add_parser(name, help=text, description=text)
-        if name != "list":
-            action.add_argument("owner")
-        action.add_argument("--file", help=file_help)
-        action.set_defaults(run=run)
-    return top
+from streamchat import chat_cli, keys_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        code: int = args.run(args)
-    except (SettingsError, OSError) as exc:
-        print(f"streamchat: {exc}", file=sys.stderr)
-        return 2
-    return code
+    parser = argparse.ArgumentParser(
+        prog="python -m streamchat", description="streamchat's command-line tools."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    chat_cli.add_parser(subparsers)
+    keys_cli.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 if __name__ == "__main__":
