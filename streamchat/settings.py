@@ -49,7 +49,7 @@ class SettingsError(ValueError):
 class Settings:
     # auto: OpenRouter when a key is set, else the embedded local model.
     backend: str = "auto"
-    openrouter_api_key: str = ""
+    openrouter_api_key: str = dataclasses.field(default="", repr=False)
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     default_model: str = "google/gemini-2.5-flash"
     host: str = "127.0.0.1"
