@@ -10,16 +10,13 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from streamchat.web import create_app
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
 
 AISDK = ROOT / "tests" / "js" / "aisdk"
@@ -44,14 +41,8 @@ def node() -> str:
 
 
 @pytest.fixture
-async def base(upstream: FakeUpstream) -> AsyncIterator[str]:
-    settings = make_settings(openrouter_base_url=upstream.base_url, resume_grace_seconds=10.0)
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+def base(live_server: str) -> str:
+    return live_server
 
 
 async def sdk(node: str, *args: str) -> dict[str, Any]:

@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from streamchat.chat_cli import artifact_filename
 from streamchat.client import StreamChatClient
-from streamchat.web import create_app
-from tests.conftest import ROOT, free_port, make_settings
+from tests.conftest import ROOT, free_port
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
 
 ARTIFACT = '<artifact id="hi" title="hi.py" language="python">\nprint("hi")\n</artifact>'
@@ -34,13 +32,8 @@ ENV.pop("STREAMCHAT_API_KEY", None)
 
 
 @pytest.fixture
-async def base(upstream: FakeUpstream) -> AsyncIterator[str]:
-    settings = make_settings(openrouter_base_url=upstream.base_url, resume_grace_seconds=10.0)
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+def base(live_server: str) -> str:
+    return live_server
 
 
 def chat_command(base: str, *args: str) -> list[str]:

@@ -33,8 +33,7 @@ from streamchat.events import (
     ToolCompleted,
     ToolExecuting,
 )
-from streamchat.web import create_app
-from tests.conftest import ROOT, free_port, make_settings
+from tests.conftest import ROOT, free_port
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
 from tests.test_readme import fenced_blocks, section
 
@@ -43,13 +42,8 @@ WORDS = [f"w{i} " for i in range(40)]
 
 
 @pytest.fixture
-async def base(upstream: FakeUpstream) -> AsyncIterator[str]:
-    settings = make_settings(openrouter_base_url=upstream.base_url, resume_grace_seconds=10.0)
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+def base(live_server: str) -> str:
+    return live_server
 
 
 class CuttingProxy:

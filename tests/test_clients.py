@@ -9,29 +9,14 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from streamchat.web import create_app
-from tests.conftest import ROOT, free_port, make_settings
+from tests.conftest import ROOT, free_port
 from tests.fake_upstream import FakeUpstream, text_reply, tool_reply
-
-
-@pytest.fixture
-async def live_server(upstream: FakeUpstream) -> AsyncIterator[str]:
-    app = create_app(make_settings(openrouter_base_url=upstream.base_url))
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 async def run_node_client(base: str, message: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from streamchat.turns import TurnRequest
 from streamchat.web import create_app
 from tests.conftest import ROOT, StartApp, make_settings, parse_events, stream
 from tests.fake_upstream import USAGE, FakeUpstream, HttpError, text_reply, tool_reply
-from tests.redis_server import RedisServer, redis_server_path
+from tests.redis_server import RedisServer
 from tests.test_turns import Reader, slow_text
 
 Client = TestClient[Any, Any]
@@ -455,20 +455,10 @@ async def test_redis_renews_the_running_turns_of_a_live_process(redis_counters: 
     assert await counters.admit("alice", "t2", quotas, time.time()) is None
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Any:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
 async def test_two_processes_on_redis_share_the_turns_a_minute(
-    start_app: StartApp, redis: RedisServer, upstream: FakeUpstream
+    start_app: StartApp, own_redis: RedisServer, upstream: FakeUpstream
 ) -> None:
-    env = {"STORE_URL": redis.url, "LIMIT_TURNS_PER_MINUTE": "3"}
+    env = {"STORE_URL": own_redis.url, "LIMIT_TURNS_PER_MINUTE": "3"}
     a, b = await start_app(**env), await start_app(**env)
     # The minute is the clock's: stay clear of its end, so all five turns fall in one.
     if MINUTE - time.time() % MINUTE < 15:

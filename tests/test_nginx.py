@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, AppProcess, StartApp, free_port, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
-from tests.redis_server import RedisServer, redis_server_path
+from tests.redis_server import RedisServer
 from tests.test_turns import Reader
 
 
@@ -24,16 +24,6 @@ def readme_nginx_config() -> str:
     blocks = re.findall(r"```nginx\n(.*?)```", readme, flags=re.S)
     assert len(blocks) == 1, "the README shows one nginx configuration"
     return str(blocks[0])
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 class Nginx:
@@ -68,11 +58,11 @@ def nginx_path() -> str | None:
 
 @pytest.fixture
 async def behind_nginx(
-    start_app: StartApp, redis: RedisServer, tmp_path: Path
+    start_app: StartApp, own_redis: RedisServer, tmp_path: Path
 ) -> AsyncIterator[tuple[str, AppProcess, AppProcess]]:
     if nginx_path() is None:
         pytest.skip("nginx is not installed (Debian: apt-get install nginx)")
-    env = {"STORE_URL": redis.url, "RESUME_GRACE_SECONDS": "10"}
+    env = {"STORE_URL": own_redis.url, "RESUME_GRACE_SECONDS": "10"}
     a, b = await start_app(**env), await start_app(**env)
     port = free_port()
     config = readme_nginx_config()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,24 +12,13 @@ import pytest
 
 from tests.conftest import AppProcess, StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
-from tests.redis_server import RedisServer, redis_server_path
+from tests.redis_server import RedisServer
 from tests.test_turns import Reader
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, which the test may stop and start again."""
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def pair(start_app: StartApp, redis: RedisServer) -> tuple[AppProcess, AppProcess]:
-    env = {"STORE_URL": redis.url, "LEASE_SECONDS": "2", "RESUME_GRACE_SECONDS": "10"}
+async def pair(start_app: StartApp, own_redis: RedisServer) -> tuple[AppProcess, AppProcess]:
+    env = {"STORE_URL": own_redis.url, "LEASE_SECONDS": "2", "RESUME_GRACE_SECONDS": "10"}
     return await start_app(**env), await start_app(**env)
 
 
@@ -160,12 +148,12 @@ async def test_a_killed_holder_frees_its_conversation_after_the_lease_and_reader
 
 async def test_without_redis_requests_get_503_and_service_resumes_when_it_returns(
     pair: tuple[AppProcess, AppProcess],
-    redis: RedisServer,
+    own_redis: RedisServer,
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
     a, _ = pair
-    redis.stop()
+    own_redis.stop()
 
     refused = await post(session, a, "hello?")
     health = await session.get(f"{a.url}/health")
@@ -178,7 +166,7 @@ async def test_without_redis_requests_get_503_and_service_resumes_when_it_return
     assert "store" in health_body["reason"]
     assert history.status == 503
 
-    redis.start()
+    own_redis.start()
     upstream.add(text_reply("I am back."))
     again = parse_events(await (await post(session, a, "hello?")).read())
     assert again[-1]["type"] == "completion"
@@ -186,11 +174,11 @@ async def test_without_redis_requests_get_503_and_service_resumes_when_it_return
 
 async def test_a_tool_call_started_on_one_process_is_approved_on_the_other(
     start_app: StartApp,
-    redis: RedisServer,
+    own_redis: RedisServer,
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
-    env = {"STORE_URL": redis.url, "APPROVAL_REQUIRED": "divide"}
+    env = {"STORE_URL": own_redis.url, "APPROVAL_REQUIRED": "divide"}
     a, b = await start_app(**env), await start_app(**env)
     upstream.add(tool_reply(("t1", "divide", {"a": 84, "b": 2})), text_reply("42"))
     reader = Reader(await post(session, a, "84 / 2?"))

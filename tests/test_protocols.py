@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 from ag_ui.core import Event as AguiEvent
-from aiohttp import web
 from pydantic import TypeAdapter
 
 from streamchat.sse import SSEDecoder, SSEEvent
-from streamchat.web import create_app
 from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, paced, text_reply, tool_reply
 
@@ -22,14 +19,8 @@ ARTIFACT = '<artifact id="hi" title="hi.py" language="python">\nprint("hi")\n</a
 
 
 @pytest.fixture
-async def base(upstream: FakeUpstream) -> AsyncIterator[str]:
-    app = create_app(make_settings(openrouter_base_url=upstream.base_url))
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+def base(live_server: str) -> str:
+    return live_server
 
 
 def client(base: str, **headers: str) -> openai.AsyncOpenAI:

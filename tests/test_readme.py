@@ -9,15 +9,11 @@ import re
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from streamchat.web import create_app
-from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, text_reply, tool_reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,18 +48,6 @@ def node() -> str:
     if found is None:
         pytest.skip("node is not installed: the README's JavaScript examples need it")
     return found
-
-
-@pytest.fixture
-async def live_server(upstream: FakeUpstream) -> AsyncIterator[str]:
-    app = create_app(make_settings(openrouter_base_url=upstream.base_url))
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 async def run_example(node: str, example: str, folder: Path, server: str) -> tuple[str, str]:

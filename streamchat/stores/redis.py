@@ -525,15 +525,19 @@ class RedisStore:
         if written == -1:
             raise self._lost(owner, conversation_id)
 
-    @contextlib.contextmanager
-    def _reachable(self) -> Iterator[None]:
-        """Redis's errors as the store's: unreachable is `StoreUnavailable`, never a raw error."""
-        try:
-            yield
-        except UNREACHABLE as exc:
-            raise StoreUnavailable(f"Redis at {self.where} cannot be reached: {exc}") from None
-        except redis.exceptions.RedisError as exc:
-            raise StoreError(f"Redis refused a command: {exc}") from None
+    def _reachable(self) -> contextlib.AbstractContextManager[None]:
+        return reachable(self.where)
+
+
+@contextlib.contextmanager
+def reachable(where: str) -> Iterator[None]:
+    """Redis's errors as the store's: unreachable is `StoreUnavailable`, never a raw error."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise StoreUnavailable(f"Redis at {where} cannot be reached: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise StoreError(f"Redis refused a command: {exc}") from None
 
 
 def describe(url: str) -> str:

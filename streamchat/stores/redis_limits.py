@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import quote
 
 import redis.asyncio
@@ -24,8 +24,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from streamchat.limits import DAY, MINUTE, Quotas, Spent
-from streamchat.stores.base import StoreError, StoreUnavailable
-from streamchat.stores.redis import UNREACHABLE, describe
+from streamchat.stores.base import StoreError
+from streamchat.stores.redis import describe, reachable
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +178,5 @@ class RedisCounters:
             f"{base}:cost:{int(now // DAY)}",
         ]
 
-    @contextlib.contextmanager
-    def _reachable(self) -> Iterator[None]:
-        try:
-            yield
-        except UNREACHABLE as exc:
-            raise StoreUnavailable(f"Redis at {self.where} cannot be reached: {exc}") from None
-        except redis.exceptions.RedisError as exc:
-            raise StoreError(f"Redis refused a command: {exc}") from None
+    def _reachable(self) -> contextlib.AbstractContextManager[None]:
+        return reachable(self.where)
