@@ -71,6 +71,12 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # With Redis: how long a conversation stays held by a process that died mid-turn.
     lease_seconds: float = 20.0
+    # What a client may send and keep: how long a request body may take to arrive (a stalled
+    # one gets 408), the stored bytes past which a conversation takes no new turn (413), and
+    # the bytes the memory store holds in all (the least recently used idle conversations go).
+    request_body_timeout_seconds: float = 10.0
+    max_conversation_bytes: int = 2 * 1024 * 1024
+    memory_store_max_bytes: int = 256 * 1024 * 1024
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -114,6 +120,8 @@ class Settings:
             "max_message_chars",
             "max_body_bytes",
             "max_conversations",
+            "max_conversation_bytes",
+            "memory_store_max_bytes",
             "local_context_tokens",
             "local_max_tokens",
         ):
@@ -136,6 +144,8 @@ class Settings:
             raise SettingsError(
                 f"ARTIFACT_FENCES must be auto, on or off, not {self.artifact_fences!r}"
             )
+        if self.request_body_timeout_seconds <= 0:
+            raise SettingsError("REQUEST_BODY_TIMEOUT_SECONDS must be more than 0")
         if self.lease_seconds < 1:
             raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:

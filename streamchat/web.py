@@ -46,6 +46,7 @@ from streamchat.handlers import (
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
 from streamchat.providers.base import Provider, Stream
+from streamchat.requests import read_body_within
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger
 from streamchat.stores import Store, StoreUnavailable, make_store
@@ -123,7 +124,13 @@ def create_app(
     store: Store | None = None,
 ) -> web.Application:
     """The application; `provider`, `tools` and `store` replace the defaults (tests, embedding)."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            json_errors,
+            read_body_within(settings.request_body_timeout_seconds, settings.max_body_bytes),
+        ],
+    )
     if backend is None:
         backend = (
             choose_backend(settings)
@@ -137,6 +144,7 @@ def create_app(
             settings.store_url,
             ttl_seconds=settings.conversation_ttl_seconds,
             max_conversations=settings.max_conversations,
+            memory_max_bytes=settings.memory_store_max_bytes,
             lease_seconds=settings.lease_seconds,
             retention_seconds=settings.resume_retention_seconds,
         )
