@@ -21,11 +21,14 @@ from streamchat.errors import ApiError, error_response
 from streamchat.protocols.native import parse_event_id
 from streamchat.settings import Settings
 from streamchat.stores import ANONYMOUS
-from streamchat.stores.base import parse_cursor
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-# A cursor is `<updated_at>~<conversation id>`: a float's repr, `~`, at most 128 characters.
-MAX_CURSOR_CHARS = 200
+# A cursor is `<updated_at>~<conversation id>`: the repr of a (finite) float, `~`, an id.
+CURSOR_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?~[A-Za-z0-9._:-]{1,128}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+# A character that is not whitespace as Python's str.strip() sees it, written out for
+# /openapi.json: a JSON Schema `\S` has other whitespace (U+0085 is text to it, U+FEFF space).
+NOT_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 
@@ -200,7 +203,7 @@ def page_of(request: web.Request) -> tuple[int, str | None]:
             "limit",
         )
     before = request.query.get("before") or None
-    if before is not None and (len(before) > MAX_CURSOR_CHARS or parse_cursor(before) is None):
+    if before is not None and not _CURSOR.fullmatch(before):
         raise ApiError(
             400, "invalid_request", "'before' is not a cursor this server made", "before"
         )

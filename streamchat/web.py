@@ -43,6 +43,7 @@ from streamchat.handlers import (
     stop_turn,
     stream_chat,
 )
+from streamchat.openapi import openapi_json
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
 from streamchat.providers.base import Provider, Stream
@@ -221,5 +222,6 @@ def create_app(
     app.router.add_post("/api/conversation" + conversation + "/stop", stop_turn)
     app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi_json)
     add_page_routes(app)
     return app
