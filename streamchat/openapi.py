@@ -22,6 +22,7 @@ from streamchat.appkeys import SETTINGS
 from streamchat.requests import (
     CONVERSATION_ID_PATTERN,
     CURSOR_PATTERN,
+    EVENT_ID_PATTERN,
     LIST_LIMIT,
     NOT_BLANK_PATTERN,
     ChatRequest,
@@ -29,7 +30,6 @@ from streamchat.requests import (
 from streamchat.settings import Settings
 
 REF = "#/components/schemas/{model}"
-ID_PATTERN = r"^[0-9]{1,9}:[0-9]{1,9}$"
 
 # What each status means and the codes its `{"error": {...}}` carries. Codes are for programs;
 # a client should treat one it does not know by its status.
@@ -199,7 +199,7 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "description": "the `id:` of the last event the client has: exactly "
                         "the events after it follow",
-                        "schema": {"type": "string", "pattern": ID_PATTERN},
+                        "schema": {"type": "string", "pattern": f"(^$)|({EVENT_ID_PATTERN})"},
                         "example": "2:15",
                     },
                     {
@@ -207,8 +207,8 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "the same as `Last-Event-ID`, for a fresh page load (the "
-                        "header wins)",
-                        "schema": {"type": "string", "pattern": ID_PATTERN},
+                        "header wins; both are checked)",
+                        "schema": {"type": "string", "pattern": f"(^$)|({EVENT_ID_PATTERN})"},
                         "example": "2:15",
                     },
                 ],
@@ -355,7 +355,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "type": "object",
         "required": ["id", "event", "data"],
         "properties": {
-            "id": {"type": "string", "pattern": ID_PATTERN},
+            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
             "event": {"type": "string", "description": "the event's `type`"},
             "data": {
                 "type": "string",

@@ -26,6 +26,8 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 # A cursor is `<updated_at>~<conversation id>`: the repr of a (finite) float, `~`, an id.
 CURSOR_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?~[A-Za-z0-9._:-]{1,128}$"
 _CURSOR = re.compile(CURSOR_PATTERN)
+EVENT_ID_PATTERN = r"^[0-9]{1,9}:[0-9]{1,9}$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 # A character that is not whitespace as Python's str.strip() sees it, written out for
 # /openapi.json: a JSON Schema `\S` has other whitespace (U+0085 is text to it, U+FEFF space).
 NOT_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
@@ -174,19 +176,23 @@ def conversation_id_of(request: web.Request) -> str:
 
 
 def last_event_id(request: web.Request) -> tuple[int, int] | None:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    if raw is None or not raw.strip():
-        return None
-    # ASCII only: `\d` and int() would also take other scripts' digits.
-    parsed = parse_event_id(raw) if raw.isascii() else None
-    if parsed is None:
-        raise ApiError(
-            400,
-            "invalid_request",
-            "Last-Event-ID must be an event id this server sent, like 2:15 (turn:chunkIndex)",
-            "lastEventId",
-        )
-    return parsed
+    """`Last-Event-ID`, or `?lastEventId=` for a fresh page load: the header wins, an empty
+    value is no value, and a malformed one is a `400` wherever it is."""
+    found = None
+    for raw in (request.query.get("lastEventId", ""), request.headers.get("Last-Event-ID", "")):
+        if not raw:
+            continue
+        # ASCII digits only, no spaces: `\d` and int() would also take other scripts' digits.
+        parsed = parse_event_id(raw) if _EVENT_ID.fullmatch(raw) else None
+        if parsed is None:
+            raise ApiError(
+                400,
+                "invalid_request",
+                "Last-Event-ID must be an event id this server sent, like 2:15 (turn:chunkIndex)",
+                "lastEventId",
+            )
+        found = parsed
+    return found
 
 
 def page_of(request: web.Request) -> tuple[int, str | None]:

@@ -21,12 +21,13 @@ from aiohttp.test_utils import TestClient
 
 from streamchat.events import Finish, TextChunk
 from streamchat.providers.base import ModelRequest, Stream
+from streamchat.settings import Settings, SettingsError
 from streamchat.stores import Store
 from streamchat.stores.base import stored_size
 from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
 from streamchat.web import STORE
-from tests.conftest import MakeClient, stream
+from tests.conftest import MakeClient, parse_events, stream
 from tests.fake_upstream import FakeUpstream
 from tests.test_stores import Clock, factory, run_turn  # noqa: F401 (factory: a fixture)
 
@@ -384,6 +385,23 @@ async def test_last_event_id_edge_values(make_client: MakeClient, value: str, st
             assert (await error_of(response))["param"] == "lastEventId"
 
 
+async def test_a_malformed_last_event_id_is_refused_even_beside_a_good_one(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(provider=Echo())
+    await stream(client, "hi", conversationId="c")
+    url = "/api/conversation/c/stream"
+
+    both = await client.get(url, params={"lastEventId": "x"}, headers={"Last-Event-ID": "1:0"})
+    empty = await client.get(url, params={"lastEventId": ""}, headers={"Last-Event-ID": "1:0"})
+    spaced = await client.get(url, params={"lastEventId": " 1:0"})
+
+    assert (await error_of(both))["param"] == "lastEventId"
+    assert empty.status == 200  # empty is absent: the header's id, then the rest of the turn
+    assert parse_events(await empty.read())[-1]["type"] == "completion"
+    assert spaced.status == 400
+
+
 @pytest.mark.parametrize(
     "conversation_id", ["a" * 129, "a%20b", "%00", "a%2Fb", "%C3%A9", "..%2F..", "%ff"]
 )
@@ -490,8 +508,8 @@ async def test_the_memory_store_forgets_the_least_recently_used_past_its_bytes()
 
     assert await store.load("me", "a") is None
     assert await store.load("me", "d") is not None
-    assert store.bytes <= 5000
-    assert store.bytes == sum([await store.stored_bytes("me", c) for c in "abcd"])
+    assert store.total_bytes <= 5000
+    assert store.total_bytes == sum([await store.stored_bytes("me", c) for c in "abcd"])
 
 
 async def test_the_memory_store_keeps_a_conversation_whose_turn_runs_even_past_its_bytes() -> None:
@@ -502,7 +520,7 @@ async def test_the_memory_store_keeps_a_conversation_whose_turn_runs_even_past_i
 
         assert await store.load("me", "busy") is not None
     await store.delete("me", "busy")
-    assert store.bytes == await store.stored_bytes("me", "other")
+    assert store.total_bytes == await store.stored_bytes("me", "other")
 
 
 async def test_many_large_requests_stay_within_the_memory_bound(make_client: MakeClient) -> None:
@@ -514,7 +532,7 @@ async def test_many_large_requests_stay_within_the_memory_bound(make_client: Mak
     assert client.app is not None
     memory = client.app[STORE]
     assert isinstance(memory, MemoryStore)
-    assert memory.bytes <= 1_000_000
+    assert memory.total_bytes <= 1_000_000
     assert 5 <= len(memory) < 60
 
 
@@ -537,3 +555,26 @@ async def test_a_conversation_over_its_byte_cap_is_refused_before_any_stream(
     assert "start a new conversation" in error["message"]
     assert len(upstream.requests) == sent + 1  # only the fresh conversation's turn
     assert fresh.types[-1] == "completion"
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"REQUEST_BODY_TIMEOUT_SECONDS": "0"}, "REQUEST_BODY_TIMEOUT_SECONDS must be more"),
+        ({"MAX_CONVERSATION_BYTES": "0"}, "MAX_CONVERSATION_BYTES must be at least 1"),
+        ({"MEMORY_STORE_MAX_BYTES": "-5"}, "MEMORY_STORE_MAX_BYTES must be at least 1"),
+    ],
+)
+def test_the_bounds_refuse_values_that_would_disable_them(
+    environ: dict[str, str], words: str
+) -> None:
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env(environ)
+
+
+def test_the_bounds_default_to_the_documented_values() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.request_body_timeout_seconds == 10
+    assert settings.max_conversation_bytes == 2 * 1024 * 1024
+    assert settings.memory_store_max_bytes == 256 * 1024 * 1024

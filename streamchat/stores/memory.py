@@ -61,7 +61,7 @@ class MemoryStore:
         return len(self._items)
 
     @property
-    def bytes(self) -> int:
+    def total_bytes(self) -> int:
         """The bytes of every stored message and artifact, as `stored_size` counts them."""
         return self._bytes
 
