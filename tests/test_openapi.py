@@ -132,6 +132,14 @@ async def test_the_document_is_served_as_openapi_3_1(make_client: MakeClient) ->
     )
 
 
+def test_the_document_is_valid_against_the_openapi_3_1_schema() -> None:
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    doc = json.loads(json.dumps(document(make_settings())))
+
+    assert [str(error) for error in OPENAPI_31_VALIDATOR.iter_errors(doc)] == []
+
+
 def test_every_route_is_described_and_every_description_is_a_route() -> None:
     app = create_app(make_settings())
     routes = {
