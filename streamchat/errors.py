@@ -43,6 +43,7 @@ def error_response(
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_KEPT_HEADERS = ("Allow", "Retry-After")
 STORE_UNAVAILABLE = "The conversation store could not be reached. Try again in a moment."
 
 
@@ -64,7 +65,9 @@ async def json_errors(
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason, None)
+        # A 405 names the methods that would work (RFC 9110 requires it).
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return error_response(exc.status, code, exc.reason, None, kept or None)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "The server failed to handle this request.")

@@ -23,13 +23,12 @@ from streamchat.requests import (
     last_event_id,
     no_conversation,
     owner_of,
+    page_of,
     parse_chat_request,
     read_json_object,
 )
-from streamchat.stores.base import parse_cursor
 from streamchat.turns import RunningTurn, TurnRequest
 
-LIST_LIMIT = 100
 # How long a stop waits for a turn on another process to end before it answers anyway.
 STOP_WAIT_SECONDS = 3.0
 
@@ -46,6 +45,8 @@ async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
             headers={"Retry-After": "5"},
         )
     await app[STORE].ping()
+    if turn.history is None:
+        await refuse_if_full(request, turn.conversation_id)
     limiter = app[LIMITER]
     limiter.check_model(turn.model, app[BACKEND].model)
     await limiter.admit(turn)  # nothing awaits after this before the runner owns the turn
@@ -80,6 +81,23 @@ async def running_turn(
         if remote is not None:
             return remote, None
     return None
+
+
+async def refuse_if_full(request: web.Request, conversation_id: str | None) -> None:
+    """A conversation past `MAX_CONVERSATION_BYTES` takes no new turn (it may pass the cap by
+    the one turn that crossed it)."""
+    if conversation_id is None:
+        return
+    limit = request.app[SETTINGS].max_conversation_bytes
+    size = await request.app[STORE].stored_bytes(owner_of(request), conversation_id)
+    if size > limit:
+        raise ApiError(
+            413,
+            "conversation_too_large",
+            f"This conversation holds {size} bytes, over the limit of {limit}: start a new "
+            "conversation",
+            "conversationId",
+        )
 
 
 async def join_stream(request: web.Request) -> web.StreamResponse:
@@ -198,20 +216,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    raw_limit = request.query.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_LIMIT:
-        raise ApiError(
-            400,
-            "invalid_request",
-            f"'limit' must be a whole number from 1 to {LIST_LIMIT}",
-            "limit",
-        )
-    before = request.query.get("before") or None
-    if before is not None and parse_cursor(before) is None:
-        raise ApiError(
-            400, "invalid_request", "'before' is not a cursor this server made", "before"
-        )
-    infos, cursor = await request.app[STORE].recent(owner_of(request), int(raw_limit), before)
+    limit, before = page_of(request)
+    infos, cursor = await request.app[STORE].recent(owner_of(request), limit, before)
     return web.json_response({"conversations": [info.to_wire() for info in infos], "next": cursor})
 
 

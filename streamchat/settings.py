@@ -103,6 +103,12 @@ class Settings:
     auth_header: str = "X-Forwarded-User"
     cors_origins: str = ""
     allowed_hosts: str = ""
+    # What a client may send and keep: how long a request body may take to arrive (a stalled
+    # one gets 408), the stored bytes past which a conversation takes no new turn (413), and
+    # the bytes the memory store holds in all (the least recently used idle conversations go).
+    request_body_timeout_seconds: float = 10.0
+    max_conversation_bytes: int = 2 * 1024 * 1024
+    memory_store_max_bytes: int = 256 * 1024 * 1024
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -146,6 +152,8 @@ class Settings:
             "max_message_chars",
             "max_body_bytes",
             "max_conversations",
+            "max_conversation_bytes",
+            "memory_store_max_bytes",
             "local_context_tokens",
             "local_max_tokens",
         ):
@@ -185,6 +193,8 @@ class Settings:
             raise SettingsError(f"AUTH must be none, keys, jwt or header, not {self.auth!r}")
         if self.jwt_leeway_seconds < 0:
             raise SettingsError("JWT_LEEWAY_SECONDS must not be negative")
+        if self.request_body_timeout_seconds <= 0:
+            raise SettingsError("REQUEST_BODY_TIMEOUT_SECONDS must be more than 0")
         if self.lease_seconds < 1:
             raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:

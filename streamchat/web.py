@@ -49,10 +49,12 @@ from streamchat.handlers import (
     stream_chat,
 )
 from streamchat.limits import Limiter, make_limiter, picker_models
+from streamchat.openapi import openapi_json
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
 from streamchat.protocol_routes import add_protocol_routes
 from streamchat.providers.base import Provider, Stream
+from streamchat.requests import read_body_within
 from streamchat.settings import Settings
 from streamchat.sse_writer import Pinger
 from streamchat.stores import Store, StoreUnavailable, make_store
@@ -162,6 +164,10 @@ def create_app(
     embedding)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     add_callers(app, settings)
+    # After the callers' checks: an unauthenticated caller's body is never read.
+    app.middlewares.append(
+        read_body_within(settings.request_body_timeout_seconds, settings.max_body_bytes)
+    )
     if backend is None:
         backend = (
             choose_backend(settings)
@@ -175,6 +181,7 @@ def create_app(
             settings.store_url,
             ttl_seconds=settings.conversation_ttl_seconds,
             max_conversations=settings.max_conversations,
+            memory_max_bytes=settings.memory_store_max_bytes,
             lease_seconds=settings.lease_seconds,
             retention_seconds=settings.resume_retention_seconds,
         )
@@ -270,5 +277,6 @@ def create_app(
     app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
     add_protocol_routes(app)
+    app.router.add_get("/openapi.json", openapi_json)
     add_page_routes(app)
     return app

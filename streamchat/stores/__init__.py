@@ -33,6 +33,7 @@ def make_store(
     *,
     ttl_seconds: float,
     max_conversations: int,
+    memory_max_bytes: int = 256 * 1024 * 1024,
     lease_seconds: float = 20.0,
     retention_seconds: float = 300.0,
 ) -> Store:
@@ -60,7 +61,7 @@ def make_store(
     if url in ("memory://", "memory:"):
         from streamchat.stores.memory import MemoryStore
 
-        return MemoryStore(ttl_seconds, max_conversations)
+        return MemoryStore(ttl_seconds, max_conversations, memory_max_bytes)
     scheme = url.partition(":")[0] or url
     raise StoreError(
         f"STORE_URL must start with sqlite:///, redis://, rediss:// or memory://, not {scheme!r}"

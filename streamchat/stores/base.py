@@ -5,12 +5,15 @@ another owner's conversation with the same id is simply a different key. A turn'
 explicit and happen as the turn goes: `begin_turn` stores the user message and numbers the turn,
 `append` stores each complete tool round (an assistant `tool_calls` message together with all
 its `tool` results, never one without the other), and `end_turn` stores the final or partial
-text and the turn's artifacts. `lock` keeps a conversation's turns one at a time.
+text and the turn's artifacts. `lock` keeps a conversation's turns one at a time. Each store
+counts the bytes a conversation holds (its messages and artifacts as stored), so a conversation
+past `MAX_CONVERSATION_BYTES` can be refused a new turn without being read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -142,11 +145,21 @@ class Store(Protocol):
         """Most recently used first; the second value is the cursor of the next page."""
         ...
 
+    async def stored_bytes(self, owner: str, conversation_id: str) -> int:
+        """The bytes of the conversation's stored messages and artifacts; 0 when unknown."""
+        ...
+
     async def delete(self, owner: str, conversation_id: str) -> bool: ...
 
     def event_bus(self) -> EventBus | None:
         """How turns reach other processes; None for a store that serves one process."""
         ...
+
+
+def stored_size(value: Any) -> int:
+    """The bytes of a message or an artifact as JSON, the measure of what a conversation holds."""
+    # surrogatepass: a lone surrogate from an upstream's `\ud800` escape is counted, not fatal.
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def iso_time(seconds: float) -> str:

@@ -78,3 +78,6 @@ class EphemeralStore:
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
         return False
+
+    async def stored_bytes(self, owner: str, conversation_id: str) -> int:
+        return 0

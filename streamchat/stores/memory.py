@@ -1,8 +1,9 @@
-"""`memory://`: conversations in this process only, bounded by idle time and count.
+"""`memory://`: conversations in this process only, bounded by idle time, count and bytes.
 
-For tests and throwaway servers. The least recently used conversations go first once the cap is
-reached, and idle ones after `CONVERSATION_TTL_SECONDS`; a conversation with a turn in flight is
-never evicted. Everything is gone when the process stops.
+For tests and throwaway servers. The least recently used conversations go first once the count
+cap (`MAX_CONVERSATIONS`) or the byte cap (`MEMORY_STORE_MAX_BYTES`, counted as the JSON of
+every stored message and artifact) is reached, and idle ones after `CONVERSATION_TTL_SECONDS`; a
+conversation with a turn in flight is never evicted. Everything is gone when the process stops.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streamchat.stores.base import (
     drop_last_turn,
     make_title,
     page,
+    stored_size,
 )
 
 
@@ -33,6 +35,8 @@ from streamchat.stores.base import (
 class _Record(StoredConversation):
     # The turn of each stored user message, in order: what `regenerate` drops.
     user_turns: list[int] = field(default_factory=list)
+    # The bytes of its messages and artifacts (`stored_size`).
+    size: int = 0
 
 
 class MemoryStore:
@@ -42,10 +46,13 @@ class MemoryStore:
         self,
         ttl_seconds: float,
         max_conversations: int,
+        max_bytes: int = 256 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ttl = ttl_seconds
         self._max = max_conversations
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of every conversation held
         self._clock = clock
         self._items: OrderedDict[tuple[str, str], _Record] = OrderedDict()
         self._locks = LocalLocks()
@@ -53,11 +60,17 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def total_bytes(self) -> int:
+        """The bytes of every stored message and artifact, as `stored_size` counts them."""
+        return self._bytes
+
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
         self._items.clear()
+        self._bytes = 0
 
     async def ping(self) -> None:
         return None
@@ -107,10 +120,14 @@ class MemoryStore:
                 conversation_id, make_title(user_message), now, now, 0, None, messages
             )
             self._items[key] = conversation
+            self._grow(conversation, messages)
         elif regenerate and conversation.user_turns:
             dropped = conversation.user_turns.pop()
             conversation.messages = drop_last_turn(conversation.messages)
             conversation.artifacts = [a for a in conversation.artifacts if a["turn"] < dropped]
+            self._bytes -= conversation.size
+            conversation.size = 0
+            self._grow(conversation, [*conversation.messages, *conversation.artifacts])
         if not any(m["role"] == "user" for m in conversation.messages):
             conversation.title = make_title(user_message)
         self._items.move_to_end(key)
@@ -118,9 +135,12 @@ class MemoryStore:
         conversation.running_turn = conversation.turns
         conversation.interrupted_turn = None
         conversation.updated_at = now
-        conversation.messages.append({"role": "user", "content": user_message})
+        user: Message = {"role": "user", "content": user_message}
+        conversation.messages.append(user)
+        self._grow(conversation, [user])
         conversation.user_turns.append(conversation.turns)
         ids = frozenset(a["artifactId"] for a in conversation.artifacts)
+        self._evict(room=0)
         return BegunTurn(conversation.turns, list(conversation.messages), ids)
 
     async def append(
@@ -129,6 +149,8 @@ class MemoryStore:
         conversation = self._items.get((owner, conversation_id))
         if conversation is not None and conversation.running_turn == turn:
             conversation.messages.extend(messages)
+            self._grow(conversation, messages)
+            self._evict(room=0)
 
     async def end_turn(
         self,
@@ -144,8 +166,14 @@ class MemoryStore:
             return  # deleted while the turn ran
         conversation.messages.extend(messages)
         conversation.artifacts.extend(artifacts)
+        self._grow(conversation, [*messages, *artifacts])
         conversation.running_turn = None
         conversation.updated_at = self._clock()
+        self._evict(room=0)
+
+    async def stored_bytes(self, owner: str, conversation_id: str) -> int:
+        found = self._items.get((owner, conversation_id))
+        return 0 if found is None else found.size
 
     async def recent(
         self, owner: str, limit: int, before: str | None = None
@@ -159,22 +187,32 @@ class MemoryStore:
         return page(mine, limit, before)
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
-        return self._items.pop((owner, conversation_id), None) is not None
+        found = self._items.pop((owner, conversation_id), None)
+        if found is not None:
+            self._bytes -= found.size
+        return found is not None
+
+    def _grow(self, conversation: _Record, added: list[Any]) -> None:
+        size = sum(stored_size(value) for value in added)
+        conversation.size += size
+        self._bytes += size
 
     def _evict(self, room: int) -> None:
-        """Drop idle conversations past the TTL, then the least recently used past the cap."""
+        """Drop idle conversations past the TTL, then the least recently used past the caps."""
         now = self._clock()
         excess = len(self._items) + room - self._max
+        over = self._bytes - self._max_bytes
         victims = []
         # Oldest first; stop at the first one to keep (the rest were used more recently), so
         # a request looks at a few entries, not the whole store.
         for key, conversation in self._items.items():
             expired = now - conversation.updated_at > self._ttl
             in_use = conversation.running_turn is not None or self._locks.busy(*key)
-            if not in_use and (expired or excess > 0):
+            if not in_use and (expired or excess > 0 or over > 0):
                 victims.append(key)
                 excess -= 1
-            elif not expired and excess <= 0:
+                over -= conversation.size
+            elif not expired and excess <= 0 and over <= 0:
                 break
         for key in victims:
-            del self._items[key]
+            self._bytes -= self._items.pop(key).size

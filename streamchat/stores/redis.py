@@ -62,7 +62,8 @@ POLL_SECONDS = (0.005, 0.01, 0.02, 0.05)  # the lease wait: quick at first, then
 
 # Entries of the message and artifact lists are `<turn>\n<tag>\n<json>`: the tag is the
 # message's role or the artifact's id as JSON, so a script finds what it needs without
-# decoding bodies. JSON never contains a raw newline.
+# decoding bodies. JSON never contains a raw newline. The hash's `bytes` counts the entries of
+# both lists, so a conversation past MAX_CONVERSATION_BYTES is refused without being read.
 BEGIN = """
 -- KEYS: meta, messages, artifacts, recent, lease
 -- ARGV: token, now, title, system entry ('' for none), user message JSON, regenerate, id
@@ -71,7 +72,7 @@ local turns = tonumber(redis.call('HGET', KEYS[1], 'turns'))
 local artifacts = redis.call('LRANGE', KEYS[3], 0, -1)
 if turns == nil then
   turns = 0
-  redis.call('HSET', KEYS[1], 'title', ARGV[3], 'created', ARGV[2])
+  redis.call('HSET', KEYS[1], 'title', ARGV[3], 'created', ARGV[2], 'bytes', #ARGV[4])
   if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
 elseif ARGV[6] == '1' then
   local entries = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -83,14 +84,22 @@ elseif ARGV[6] == '1' then
       if last == nil then
         last = tonumber(turn)
         if i == 1 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, i - 2) end
+        local dropped = 0
+        for j = i, #entries do dropped = dropped + #entries[j] end
+        redis.call('HINCRBY', KEYS[1], 'bytes', 0 - dropped)
       end
     end
   end
   if last ~= nil then
-    local kept = {}
+    local kept, dropped = {}, 0
     for _, entry in ipairs(artifacts) do
-      if tonumber(string.match(entry, '^(%d+)\\n')) < last then table.insert(kept, entry) end
+      if tonumber(string.match(entry, '^(%d+)\\n')) < last then
+        table.insert(kept, entry)
+      else
+        dropped = dropped + #entry
+      end
     end
+    redis.call('HINCRBY', KEYS[1], 'bytes', 0 - dropped)
     if #kept < #artifacts then
       redis.call('DEL', KEYS[3])
       for _, entry in ipairs(kept) do redis.call('RPUSH', KEYS[3], entry) end
@@ -108,7 +117,9 @@ if dead then
 else
   redis.call('HDEL', KEYS[1], 'interrupted')
 end
-redis.call('RPUSH', KEYS[2], turns .. '\\nuser\\n' .. ARGV[5])
+local user = turns .. '\\nuser\\n' .. ARGV[5]
+redis.call('RPUSH', KEYS[2], user)
+redis.call('HINCRBY', KEYS[1], 'bytes', #user)
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[7])
 local ids = {}
 for _, entry in ipairs(artifacts) do
@@ -122,9 +133,11 @@ WRITE = """
 -- ARGV: token, turn, now ('' unless the turn ends), id, message count, messages..., artifacts...
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'running') ~= ARGV[2] then return 0 end
-local count = tonumber(ARGV[5])
+local count, size = tonumber(ARGV[5]), 0
 for i = 6, 5 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 for i = 6 + count, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+for i = 6, #ARGV do size = size + #ARGV[i] end
+redis.call('HINCRBY', KEYS[1], 'bytes', size)
 if ARGV[3] ~= '' then
   redis.call('HDEL', KEYS[1], 'running', 'token')
   redis.call('HSET', KEYS[1], 'updated', ARGV[3])
@@ -374,6 +387,11 @@ class RedisStore:
         more = len(infos) > limit
         infos = infos[:limit]
         return infos, (cursor_of(infos[-1]) if more and infos else None)
+
+    async def stored_bytes(self, owner: str, conversation_id: str) -> int:
+        with self._reachable():
+            size = await self._client.hget(self._keys(owner, conversation_id).meta, "bytes")
+        return int(size or 0)
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
         # The lease stays: a turn still running here or elsewhere ends on its own, and its

@@ -77,6 +77,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX conversations_recent ON conversations (owner, updated_at, id);
     """,
+    # 3: the bytes each conversation holds (its message and artifact bodies), so a full one is
+    # refused a new turn without reading it.
+    """
+    ALTER TABLE conversations ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE conversations SET bytes =
+        (SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM messages
+         WHERE messages.owner = conversations.owner AND messages.conversation_id = conversations.id)
+        + (SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM artifacts
+         WHERE artifacts.owner = conversations.owner
+           AND artifacts.conversation_id = conversations.id);
+    """,
 ]
 
 
@@ -162,6 +173,9 @@ class SqliteStore:
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
         return await self._run(self._delete, owner, conversation_id)
+
+    async def stored_bytes(self, owner: str, conversation_id: str) -> int:
+        return await self._run(self._stored_bytes, owner, conversation_id)
 
     # --- on the worker thread -----------------------------------------------------------------
 
@@ -316,6 +330,15 @@ class SqliteStore:
             "DELETE FROM artifacts WHERE owner = ? AND conversation_id = ? AND turn >= ?",
             (*key, turn),
         )
+        db.execute(
+            "UPDATE conversations SET bytes ="
+            " (SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM messages"
+            "  WHERE owner = ?1 AND conversation_id = ?2)"
+            " + (SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM artifacts"
+            "  WHERE owner = ?1 AND conversation_id = ?2)"
+            " WHERE owner = ?1 AND id = ?2",
+            key,
+        )
 
     def _append(
         self,
@@ -340,13 +363,15 @@ class SqliteStore:
                     " WHERE owner = ? AND conversation_id = ?",
                     key,
                 ).fetchone()[0]
+                bodies = [json.dumps(a) for a in artifacts]
                 db.executemany(
                     "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (*key, start + n, turn, a["artifactId"], json.dumps(a))
-                        for n, a in enumerate(artifacts)
+                        (*key, start + n, turn, a["artifactId"], body)
+                        for n, (a, body) in enumerate(zip(artifacts, bodies, strict=True))
                     ],
                 )
+                self._add_bytes(db, key, bodies)
             if outcome is not None:
                 db.execute(
                     "UPDATE conversations SET running_turn = NULL, updated_at = ?"
@@ -364,13 +389,28 @@ class SqliteStore:
             " WHERE owner = ? AND conversation_id = ?",
             key,
         ).fetchone()[0]
+        bodies = [json.dumps(m, ensure_ascii=False) for m in messages]
         db.executemany(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (*key, start + n, turn, m["role"], json.dumps(m, ensure_ascii=False))
-                for n, m in enumerate(messages)
+                (*key, start + n, turn, m["role"], body)
+                for n, (m, body) in enumerate(zip(messages, bodies, strict=True))
             ],
         )
+        self._add_bytes(db, key, bodies)
+
+    def _add_bytes(self, db: sqlite3.Connection, key: tuple[str, str], bodies: list[str]) -> None:
+        # What SQLite stores of a TEXT value is its UTF-8: LENGTH(CAST(body AS BLOB)) above.
+        size = sum(len(body.encode("utf-8", "surrogatepass")) for body in bodies)
+        db.execute(
+            "UPDATE conversations SET bytes = bytes + ? WHERE owner = ? AND id = ?", (size, *key)
+        )
+
+    def _stored_bytes(self, owner: str, conversation_id: str) -> int:
+        row = self.db.execute(
+            "SELECT bytes FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def _recent(
         self, owner: str, limit: int, before: str | None
