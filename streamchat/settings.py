@@ -71,6 +71,13 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # With Redis: how long a conversation stays held by a process that died mid-turn.
     lease_seconds: float = 20.0
+    # What an upstream may send: the longest SSE line (or one event's data lines together), the
+    # text and tool arguments of one turn's reply, tool calls in one model round, and how long a
+    # whole turn may run (0: no deadline; a slow drip outlives UPSTREAM_READ_TIMEOUT_SECONDS).
+    max_line_bytes: int = 1024 * 1024
+    max_reply_bytes: int = 1024 * 1024
+    max_tool_calls_per_round: int = 32
+    max_turn_seconds: float = 600.0
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -116,6 +123,9 @@ class Settings:
             "max_conversations",
             "local_context_tokens",
             "local_max_tokens",
+            "max_line_bytes",
+            "max_reply_bytes",
+            "max_tool_calls_per_round",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
@@ -127,6 +137,7 @@ class Settings:
             "resume_retention_seconds",
             "resume_retention_bytes",
             "shutdown_grace_seconds",
+            "max_turn_seconds",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")

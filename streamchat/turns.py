@@ -69,12 +69,14 @@ class TurnRunner:
         retention_seconds: float,
         retention_bytes: int,
         bus: EventBus | None = None,
+        max_turn_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.bus = bus
         self.compose = compose
         self.system_prompt = system_prompt
         self.grace_seconds = grace_seconds
+        self.max_turn_seconds = max_turn_seconds  # 0: no deadline
         self.retained = RetainedLogs(retention_seconds, retention_bytes)
         self.draining = False
         self._running: dict[tuple[str, str], RunningTurn] = {}
@@ -232,8 +234,11 @@ class TurnRunner:
         if turn.stop_reason is not None:  # stopped while it was beginning
             return _terminal_for(turn, state)
         append = turn.log.append
+        # The whole turn's deadline: a reply dripping a byte at a time never trips the
+        # upstream's read timeout, which only measures silence.
+        deadline = asyncio.timeout(self.max_turn_seconds or None)
         try:
-            async with aclosing(self.compose(state, turn.request.model)) as batches:
+            async with deadline, aclosing(self.compose(state, turn.request.model)) as batches:
                 async for batch in batches:
                     for index, event in enumerate(batch):
                         if isinstance(event, ArtifactCompleted):
@@ -251,6 +256,23 @@ class TurnRunner:
             return _terminal_for(turn, state)
         except (StoreUnavailable, LeaseLost):
             raise
+        except TimeoutError:
+            if not deadline.expired():
+                log.exception(
+                    "turn %d of conversation %s failed", state.number, state.conversation_id
+                )
+                return ErrorEvent("The server failed to finish this reply.", "internal")
+            log.warning(
+                "turn %d of conversation %s passed MAX_TURN_SECONDS (%g s): cut short",
+                state.number,
+                state.conversation_id,
+                self.max_turn_seconds,
+            )
+            return ErrorEvent(
+                f"The answer took longer than {self.max_turn_seconds:g} s, so it was cut short. "
+                "The text so far was kept.",
+                "timeout",
+            )
         except Exception:
             log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)
             return ErrorEvent("The server failed to finish this reply.", "internal")

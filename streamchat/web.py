@@ -153,6 +153,7 @@ def create_app(
             model,
             max_rounds=settings.max_tool_rounds,
             fences=fences,
+            max_reply_bytes=settings.max_reply_bytes,
         )
 
     app[RUNNER] = TurnRunner(
@@ -163,6 +164,7 @@ def create_app(
         retention_seconds=settings.resume_retention_seconds,
         retention_bytes=settings.resume_retention_bytes,
         bus=store.event_bus(),
+        max_turn_seconds=settings.max_turn_seconds,
     )
     if tools is None:
         tools = ToolRegistry(settings.tool_timeout_seconds)
