@@ -95,7 +95,9 @@ class SSEDecoder:
             self._pieces.append(lines[0])
             lines[0] = "".join(self._pieces)
             self._pieces.clear()
-        if self._partial_bytes + size > self._max:  # a whole line past the bound in this read?
+        # Past the bound within this read? Rare: reads are far shorter than the bound.
+        large = self._partial_bytes + self._data_bytes + size > self._max
+        if large:
             self._check_lines(lines)
         last = lines.pop()
         self._partial_bytes = 0
@@ -117,6 +119,10 @@ class SSEDecoder:
                 self._event = ""
         if data:  # an event goes on past this read: rare, as reads mostly end at a blank line
             self._count_open_event(before, out)
+        elif large:
+            self._data_bytes = 0
+        if large:
+            self._check_events(out)
         return out
 
     def _check_lines(self, lines: list[str]) -> None:
@@ -124,6 +130,12 @@ class SSEDecoder:
         for line in lines:
             if len(line) * 4 > self._max and _utf8_size(line) > self._max:
                 raise SSETooLarge(f"a line longer than {self._max} bytes")
+
+    def _check_events(self, out: list[SSEEvent | SSEComment]) -> None:
+        """Refuse an event past the bound that ended within one (large) read."""
+        for item in out:
+            if isinstance(item, SSEEvent) and _utf8_size(item.data) > self._max:
+                raise SSETooLarge(f"an event longer than {self._max} bytes")
 
     def _count_open_event(self, before: int, out: list[SSEEvent | SSEComment]) -> None:
         """Bound an event whose data lines go on past this read (it has no blank line yet)."""
