@@ -7,6 +7,7 @@ dropped connection. When the last reader leaves, the turn goes on for `RESUME_GR
 waiting for one to come back, then is stopped. A stop (the stop route, a delete, the grace, or a
 shutdown) cancels the task where it waits; the pipeline closes the upstream response, the text
 streamed so far is stored, and the log ends with one terminal event that every reader sees.
+A turn that runs past `MAX_TURN_SECONDS` ends the same way, with `timeout`.
 """
 
 from __future__ import annotations

@@ -588,8 +588,45 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6), max_size=6))
+def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The right shape, usually; any JSON value now and then."""
+    return st.one_of(*[strategy] * 7, json_values)
+
+
+small_ints = st.integers(min_value=-2, max_value=40)
+names = st.sampled_from(["add", "divide", "", "a\ud800"])
+arguments = st.sampled_from(['{"a":1', ',"b":2}', "", '{"a":1e999}', "\ud83d"])
+function = st.fixed_dictionaries({"name": maybe(names)}, optional={"arguments": maybe(arguments)})
+tool_fragment = st.fixed_dictionaries(
+    {"function": maybe(function)},
+    optional={"index": maybe(small_ints), "id": maybe(st.sampled_from(["c1", "c2", ""]))},
+)
+text = st.lists(st.sampled_from(PIECES), max_size=4).map("".join)
+delta = st.one_of(
+    st.fixed_dictionaries(
+        {"tool_calls": maybe(st.lists(maybe(tool_fragment), min_size=1, max_size=3))},
+        optional={"content": maybe(text)},
+    ),
+    st.fixed_dictionaries({"content": maybe(text)}),
+)
+choice = st.fixed_dictionaries(
+    {"delta": maybe(delta)},
+    optional={"finish_reason": maybe(st.sampled_from(["stop", "tool_calls", None]))},
+)
+usage = st.dictionaries(st.sampled_from(KEYS[9:13]), json_values, max_size=4)
+shaped_chunks = st.fixed_dictionaries(
+    {"choices": maybe(st.lists(maybe(choice), min_size=1, max_size=2))},
+    optional={"usage": maybe(usage), "model": json_values, "id": json_values},
+)
+any_chunks = st.one_of(
+    shaped_chunks, st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6)
+)
+
+
+@settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.lists(any_chunks, max_size=8))
 def test_whatever_chunks_come_the_assembler_gives_well_formed_deltas_or_upstream_error(
     chunks: list[dict[str, Any]],
 ) -> None:
