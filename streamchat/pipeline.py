@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from contextlib import aclosing
 from typing import Protocol
@@ -26,6 +27,7 @@ from streamchat.events import (
     ErrorEvent,
     Event,
     Finish,
+    ModelDelta,
     Terminal,
     TextChunk,
     ToolApprovalRequired,
@@ -55,10 +57,16 @@ async def run_tools(
     tools: Tools,
     model: str,
     max_rounds: int,
+    max_reply_bytes: int = sys.maxsize,
 ) -> Stream[list[Event]]:
-    """Model rounds until one asks for no tool: text streams through, tools run in between."""
+    """Model rounds until one asks for no tool: text streams through, tools run in between.
+
+    The reply's text and tool arguments, over all rounds, stay within `max_reply_bytes`: past
+    it the turn ends with `reply_too_large`, keeping the text up to the bound.
+    """
     usage: Usage | None = None
     rounds = 0
+    room = max_reply_bytes
     while True:
         calls: list[ToolCall] = []
         finish = Finish(None)
@@ -70,12 +78,19 @@ async def run_tools(
                     for delta in batch:
                         match delta:
                             case TextChunk(text=text):
+                                room -= len(text) if text.isascii() else len(text.encode())
+                                if room < 0:
+                                    break
                                 turn.add_text(text)
                                 texts.append(delta)
                             case ToolCall():
                                 calls.append(delta)
                             case Finish():
                                 finish = delta
+                    if room < 0:
+                        yield [*texts, *_cut_to_fit(turn, delta, room)]
+                        yield [_too_large(turn, max_reply_bytes)]
+                        return
                     if texts:
                         yield texts
         except UpstreamError as exc:
@@ -98,6 +113,10 @@ async def run_tools(
             )
             yield [completion]
             return
+        room -= sum(len(c.name.encode()) + len(c.arguments.encode()) for c in calls)
+        if room < 0:  # no tool runs and the round is not stored: the history stays valid
+            yield [_too_large(turn, max_reply_bytes)]
+            return
         if rounds >= max_rounds:
             yield [
                 ErrorEvent(
@@ -110,6 +129,30 @@ async def run_tools(
         rounds += 1
         async for events in _tool_round(tools, turn, calls):
             yield events
+
+
+def _cut_to_fit(turn: Turn, delta: ModelDelta, room: int) -> list[Event]:
+    """The part of the text chunk that crossed the bound which still fits (`room` < 0)."""
+    assert isinstance(delta, TextChunk)
+    data = delta.text.encode()
+    kept = data[: len(data) + room].decode(errors="ignore")  # never half a character
+    if not kept:
+        return []
+    turn.add_text(kept)
+    return [TextChunk(kept)]
+
+
+def _too_large(turn: Turn, max_reply_bytes: int) -> ErrorEvent:
+    log.warning(
+        "reply in conversation %s passed MAX_REPLY_BYTES (%d): cut short",
+        turn.conversation_id,
+        max_reply_bytes,
+    )
+    return ErrorEvent(
+        "The answer grew longer than this server allows, so it was cut short. "
+        "The text so far was kept.",
+        "reply_too_large",
+    )
 
 
 DENIED = "Denied by the user."
@@ -216,8 +259,10 @@ def compose_turn(
     *,
     max_rounds: int,
     fences: bool,
+    max_reply_bytes: int = sys.maxsize,
 ) -> Stream[list[Event]]:
     """The stages of one turn, model deltas to events: what every protocol then encodes."""
     ids = ArtifactIds(turn.artifact_ids)
-    events = extract_artifacts(run_tools(provider, turn, tools, model, max_rounds), ids)
+    replies = run_tools(provider, turn, tools, model, max_rounds, max_reply_bytes)
+    events = extract_artifacts(replies, ids)
     return convert_fences(events, ids) if fences else events

@@ -109,6 +109,13 @@ class Settings:
     request_body_timeout_seconds: float = 10.0
     max_conversation_bytes: int = 2 * 1024 * 1024
     memory_store_max_bytes: int = 256 * 1024 * 1024
+    # What an upstream may send: the longest SSE line (or one event's data lines together), the
+    # text and tool arguments of one turn's reply, tool calls in one model round, and how long a
+    # whole turn may run (0: no deadline; a slow drip outlives UPSTREAM_READ_TIMEOUT_SECONDS).
+    max_line_bytes: int = 1024 * 1024
+    max_reply_bytes: int = 1024 * 1024
+    max_tool_calls_per_round: int = 32
+    max_turn_seconds: float = 600.0
     # Upstream.
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 60.0
@@ -156,6 +163,9 @@ class Settings:
             "memory_store_max_bytes",
             "local_context_tokens",
             "local_max_tokens",
+            "max_line_bytes",
+            "max_reply_bytes",
+            "max_tool_calls_per_round",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
@@ -172,6 +182,7 @@ class Settings:
             "limit_concurrent_turns",
             "limit_tokens_per_day",
             "limit_cost_per_day",
+            "max_turn_seconds",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,39 +39,74 @@ class SSEComment:
     text: str
 
 
-class SSEDecoder:
-    """Bytes in, `SSEEvent`s (and `SSEComment`s) out; `flush()` at the end of the stream."""
+class SSETooLarge(ValueError):
+    """A line, or the data lines of one event together, passed the decoder's bound."""
 
-    def __init__(self) -> None:
+
+class SSEDecoder:
+    """Bytes in, `SSEEvent`s (and `SSEComment`s) out; `flush()` at the end of the stream.
+
+    `max_line_bytes` bounds what an unfinished line or event may hold: past it, `feed()` raises
+    `SSETooLarge`, so a stream that never ends a line costs bounded memory. An unfinished line
+    is kept as the pieces it came in and only new bytes are scanned, so a long line costs time
+    linear in its length, not in its square.
+    """
+
+    def __init__(self, max_line_bytes: int = sys.maxsize) -> None:
+        self._max = max_line_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._partial = ""  # the unfinished last line
+        self._pieces: list[str] = []  # the unfinished last line, as it came
+        self._partial_bytes = 0
         self._pending_cr = False  # a CR ended the last read: a LF may follow
         self._data: list[str] = []
+        self._data_bytes = 0  # of an event whose data lines span reads
         self._event = ""
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent | SSEComment]:
-        return self._feed_text(self._utf8.decode(chunk))
+        return self._feed_text(self._utf8.decode(chunk), len(chunk))
 
     def flush(self) -> list[SSEEvent | SSEComment]:
-        out = self._feed_text(self._utf8.decode(b"", final=True))
-        if self._partial:
-            out.extend(self._line(self._partial))
-            self._partial = ""
+        out = self._feed_text(self._utf8.decode(b"", final=True), 0)
+        if self._pieces:
+            out.extend(self._line("".join(self._pieces)))
+            self._pieces.clear()
         # A stream may end without the final blank line; what it said still counts.
         out.extend(self._dispatch())
         return out
 
-    def _feed_text(self, text: str) -> list[SSEEvent | SSEComment]:
+    def _feed_text(self, text: str, size: int) -> list[SSEEvent | SSEComment]:
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]
         self._pending_cr = text.endswith("\r")
-        buffer = self._partial + text
+        if not text:
+            return []
+        has_cr = "\r" in text  # a partial line never holds a CR: only the new text can
+        if not has_cr and "\n" not in text:
+            # The line goes on. Joining now would copy the whole line again on every read.
+            self._pieces.append(text)
+            self._partial_bytes += size
+            if self._partial_bytes > self._max:
+                raise SSETooLarge(f"a line longer than {self._max} bytes")
+            return []
         # Only CR and LF end a line here; str.splitlines would also split on U+2028 and friends.
-        lines = buffer.split("\n") if "\r" not in buffer else _EOL.split(buffer)
-        self._partial = lines.pop()
+        lines = _EOL.split(text) if has_cr else text.split("\n")
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = "".join(self._pieces)
+            self._pieces.clear()
+        # Past the bound within this read? Rare: reads are far shorter than the bound.
+        large = self._partial_bytes + self._data_bytes + size > self._max
+        if large:
+            self._check_lines(lines)
+        last = lines.pop()
+        self._partial_bytes = 0
+        if last:
+            self._pieces.append(last)
+            self._partial_bytes = _utf8_size(last)
         out: list[SSEEvent | SSEComment] = []
         data = self._data
+        before = len(data)
         for line in lines:
             # The common lines first, inline: this runs for every token of every stream.
             if line.startswith("data: "):
@@ -81,7 +117,35 @@ class SSEDecoder:
                 out.append(SSEEvent("\n".join(data), self._event or "message", self._id))
                 data.clear()
                 self._event = ""
+        if data:  # an event goes on past this read: rare, as reads mostly end at a blank line
+            self._count_open_event(before, out)
+        elif large:
+            self._data_bytes = 0
+        if large:
+            self._check_events(out)
         return out
+
+    def _check_lines(self, lines: list[str]) -> None:
+        """Refuse a line past the bound that came whole within one (large) read."""
+        for line in lines:
+            if len(line) * 4 > self._max and _utf8_size(line) > self._max:
+                raise SSETooLarge(f"a line longer than {self._max} bytes")
+
+    def _check_events(self, out: list[SSEEvent | SSEComment]) -> None:
+        """Refuse an event past the bound that ended within one (large) read."""
+        for item in out:
+            if isinstance(item, SSEEvent) and _utf8_size(item.data) > self._max:
+                raise SSETooLarge(f"an event longer than {self._max} bytes")
+
+    def _count_open_event(self, before: int, out: list[SSEEvent | SSEComment]) -> None:
+        """Bound an event whose data lines go on past this read (it has no blank line yet)."""
+        if before == 0 or any(isinstance(item, SSEEvent) for item in out):
+            self._data_bytes, new = 0, self._data  # the open event began in this read
+        else:
+            new = self._data[before:]
+        self._data_bytes += sum(_utf8_size(line) + 1 for line in new)
+        if self._data_bytes + self._partial_bytes > self._max:
+            raise SSETooLarge(f"an event longer than {self._max} bytes")
 
     def _line(self, line: str) -> list[SSEEvent | SSEComment]:
         if not line:
@@ -106,3 +170,7 @@ class SSEDecoder:
         self._data.clear()
         self._event = ""
         return [event]
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())

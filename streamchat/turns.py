@@ -7,6 +7,7 @@ dropped connection. When the last reader leaves, the turn goes on for `RESUME_GR
 waiting for one to come back, then is stopped. A stop (the stop route, a delete, the grace, or a
 shutdown) cancels the task where it waits; the pipeline closes the upstream response, the text
 streamed so far is stored, and the log ends with one terminal event that every reader sees.
+A turn that runs past `MAX_TURN_SECONDS` ends the same way, with `timeout`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class TurnRunner:
         bus: EventBus | None = None,
         approval_timeout: float = 300.0,
         on_end: OnEnd | None = None,
+        max_turn_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -103,6 +105,7 @@ class TurnRunner:
         self.compose = compose
         self.system_prompt = system_prompt
         self.grace_seconds = grace_seconds
+        self.max_turn_seconds = max_turn_seconds  # 0: no deadline
         self.retained = RetainedLogs(retention_seconds, retention_bytes)
         self.draining = False
         self._running: dict[tuple[str, str], RunningTurn] = {}
@@ -298,8 +301,11 @@ class TurnRunner:
         if turn.stop_reason is not None:  # stopped while it was beginning
             return _terminal_for(turn, state)
         append = turn.log.append
+        # The whole turn's deadline: a reply dripping a byte at a time never trips the
+        # upstream's read timeout, which only measures silence.
+        deadline = asyncio.timeout(self.max_turn_seconds or None)
         try:
-            async with aclosing(self.compose(state, turn.request.model)) as batches:
+            async with deadline, aclosing(self.compose(state, turn.request.model)) as batches:
                 async for batch in batches:
                     for index, event in enumerate(batch):
                         if isinstance(event, ArtifactCompleted):
@@ -317,6 +323,23 @@ class TurnRunner:
             return _terminal_for(turn, state)
         except (StoreUnavailable, LeaseLost):
             raise
+        except TimeoutError:
+            if not deadline.expired():
+                log.exception(
+                    "turn %d of conversation %s failed", state.number, state.conversation_id
+                )
+                return ErrorEvent("The server failed to finish this reply.", "internal")
+            log.warning(
+                "turn %d of conversation %s passed MAX_TURN_SECONDS (%g s): cut short",
+                state.number,
+                state.conversation_id,
+                self.max_turn_seconds,
+            )
+            return ErrorEvent(
+                f"The answer took longer than {self.max_turn_seconds:g} s, so it was cut short. "
+                "The text so far was kept.",
+                "timeout",
+            )
         except Exception:
             log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)
             return ErrorEvent("The server failed to finish this reply.", "internal")

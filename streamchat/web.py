@@ -199,6 +199,7 @@ def create_app(
             model,
             max_rounds=settings.max_tool_rounds,
             fences=fences,
+            max_reply_bytes=settings.max_reply_bytes,
         )
 
     app[RUNNER] = TurnRunner(
@@ -211,6 +212,7 @@ def create_app(
         bus=store.event_bus(),
         approval_timeout=settings.approval_timeout_seconds,
         on_end=limiter.turn_ended if limiter.counting else None,
+        max_turn_seconds=settings.max_turn_seconds,
     )
     app[MCP_SERVERS] = []
     app[TOOLS] = tools if tools is not None else make_tools(settings, app[MCP_SERVERS])

@@ -31,6 +31,15 @@ class Sleep:
 
 
 @dataclass(frozen=True)
+class Repeat:
+    """Send the same bytes `times` times: a reply of any length without building it in memory."""
+
+    data: bytes
+    times: int
+    pause: float = 0.0  # between sends: a drip
+
+
+@dataclass(frozen=True)
 class Drop:
     """Close the TCP connection mid-reply, without finishing the chunked body."""
 
@@ -49,7 +58,7 @@ class Silent:
     seconds: float
 
 
-Action = Send | Sleep | Drop
+Action = Send | Sleep | Repeat | Drop
 Reply = Sequence[Action] | HttpError | Silent
 
 
@@ -73,6 +82,19 @@ def chunk(
         body["choices"] = []
         body["usage"] = usage
     return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+
+
+def raw_chunk(json_text: str) -> bytes:
+    """A `data:` frame of JSON written by hand: `1e999`, `NaN`, `"\\ud800"`, wrong shapes."""
+    return b"data: " + json_text.encode() + b"\n\n"
+
+
+def raw_delta(delta_json: str, finish_reason: str = "null") -> bytes:
+    """A chunk whose `choices[0].delta` is JSON written by hand."""
+    return raw_chunk(
+        '{"id":"gen-123","model":"fake/model-1","choices":[{"index":0,'
+        f'"delta":{delta_json},"finish_reason":{finish_reason}}}]}}'
+    )
 
 
 PROCESSING = b": OPENROUTER PROCESSING\n\n"
@@ -166,6 +188,11 @@ class FakeUpstream:
                         await response.write(data)
                     case Sleep(seconds=seconds):
                         await asyncio.sleep(seconds)
+                    case Repeat(data=data, times=times, pause=pause):
+                        for _ in range(times):
+                            await response.write(data)
+                            if pause:
+                                await asyncio.sleep(pause)
                     case Drop():
                         assert request.transport is not None
                         request.transport.abort()

@@ -191,7 +191,7 @@ async def test_a_stalled_body_is_a_408_and_the_connection_is_closed(
     make_client: MakeClient, upstream: FakeUpstream, path: str, sent: bytes
 ) -> None:
     client = await make_client(request_body_timeout_seconds=0.5)
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n".encode()
 
     # reader.read() returns only once the server has closed the connection.
     answer, took = await raw_exchange(client, head + sent, wait=10)
@@ -211,7 +211,7 @@ async def test_a_slow_but_steady_body_within_the_timeout_is_served(
     body = b'{"message": "hi", "conversationId": "slow"}'
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
-        b"POST /api/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"POST /api/stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
     for start in range(0, len(body), 10):
@@ -236,8 +236,8 @@ async def test_a_body_over_the_cap_is_a_413_on_any_route(make_client: MakeClient
 
 
 async def test_huge_headers_are_refused_without_a_5xx(client: Client) -> None:
-    one_big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
-    many = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+    one_big = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    many = b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
     many += b"".join(b"X-%d: a\r\n" % n for n in range(500)) + b"\r\n"
 
     for request in (one_big, many):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from streamchat.sse import PING_FRAME, SSEComment, SSEDecoder, SSEEvent
+from streamchat.sse import PING_FRAME, SSEComment, SSEDecoder, SSEEvent, SSETooLarge
 
 STREAM = (
     ": OPENROUTER PROCESSING\n\n"
@@ -62,3 +64,78 @@ def test_ping_frame_is_a_comment() -> None:
     decoder = SSEDecoder()
 
     assert decoder.feed(PING_FRAME) == [SSEComment("ping")]
+
+
+# --- bounds: a line or an event past `max_line_bytes` ------------------------------------------
+
+MANY = b"".join(
+    b"data: line %d of event %d\ndata: \xc3\xa9\xf0\x9f\x9a\x80\n\n" % (i % 3, i) + b": ping\r\n"
+    for i in range(500)
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 4096, len(MANY)])
+def test_many_short_events_never_trip_a_small_bound(size: int) -> None:
+    decoder = SSEDecoder(max_line_bytes=60)
+    out: list[SSEEvent | SSEComment] = []
+    for start in range(0, len(MANY), size):
+        out += decoder.feed(MANY[start : start + size])
+    out += decoder.flush()
+
+    events = [item for item in out if isinstance(item, SSEEvent)]
+    assert len(events) == 500
+    assert events[-1].data == "line 1 of event 499\né🚀"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 4096, None])
+def test_a_line_past_the_bound_raises_at_every_chunk_size(size: int | None) -> None:
+    data = b"data: " + b"x" * 2000 + b"\n\n"
+    decoder = SSEDecoder(max_line_bytes=1000)
+    step = size or len(data)
+
+    with pytest.raises(SSETooLarge):
+        for start in range(0, len(data), step):
+            decoder.feed(data[start : start + step])
+
+
+@pytest.mark.parametrize("size", [1, 3, 4096, None])
+def test_data_lines_of_one_event_past_the_bound_raise(size: int | None) -> None:
+    data = b"data: 0123456789\n" * 200 + b"\n"
+    decoder = SSEDecoder(max_line_bytes=1000)
+    step = size or len(data)
+
+    with pytest.raises(SSETooLarge):
+        for start in range(0, len(data), step):
+            decoder.feed(data[start : start + step])
+
+
+@pytest.mark.parametrize("size", [1, 3, 4096, None])
+def test_a_line_and_an_event_within_the_bound_pass(size: int | None) -> None:
+    line = b"data: " + "é".encode() * 497 + b"\n"  # 1000 bytes with its newline
+    data = line + b"\n" + b"data: 0123456789\n" * 90 + b"\n"
+    decoder = SSEDecoder(max_line_bytes=1000)
+    step = size or len(data)
+    out: list[SSEEvent | SSEComment] = []
+
+    for start in range(0, len(data), step):
+        out += decoder.feed(data[start : start + step])
+
+    assert out == [SSEEvent("é" * 497), SSEEvent("\n".join(["0123456789"] * 90))]
+
+
+def test_a_ten_megabyte_line_in_small_pieces_costs_linear_time() -> None:
+    # Re-joining the partial line on every read, as a naive decoder does, copies ~12 GB here
+    # (seconds); keeping its pieces copies 10 MB once. The bound is generous for a busy machine.
+    piece = b"x" * 4096
+    decoder = SSEDecoder()
+    started = time.perf_counter()
+
+    assert decoder.feed(b"data: ") == []
+    for _ in range(10 * 1024 * 1024 // len(piece)):
+        decoder.feed(piece)
+    out = decoder.feed(b"\n\n")
+
+    assert time.perf_counter() - started < 2.0
+    assert len(out) == 1
+    assert isinstance(out[0], SSEEvent)
+    assert len(out[0].data) == 10 * 1024 * 1024

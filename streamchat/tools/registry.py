@@ -114,6 +114,10 @@ def _parse_arguments(tool: Tool, arguments: str) -> dict[str, Any]:
         raw = json.loads(arguments) if arguments.strip() else {}
     except json.JSONDecodeError as exc:
         raise ToolFailure(f"Arguments for {tool.name} are not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
+        raise ToolFailure(
+            f"Arguments for {tool.name} hold a number too long or nesting too deep to read"
+        ) from None
     if not isinstance(raw, dict):
         raise ToolFailure(f"Arguments for {tool.name} must be a JSON object")
     try:

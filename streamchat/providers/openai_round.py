@@ -1,0 +1,272 @@
+"""One streamed reply of an OpenAI-compatible server, sans-IO: decoded SSE events in, deltas out.
+
+`RoundAssembler` takes the JSON chunks of one reply and gives back text deltas, the round's tool
+calls (fragments joined by `index`) and its `Finish`. Whatever the upstream sends, what comes out
+is well formed, or `UpstreamError` is raised: strings hold no lone surrogate (a surrogate pair
+split across two chunks is joined again), usage numbers are finite counts, tool arguments are a
+string (an object is serialized), and a wrong type, a tool call without a name, or more tool
+calls or tool-call bytes than the bounds allow ends the round with an error a person can read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
+from streamchat.providers.base import UpstreamError
+from streamchat.providers.openai_errors import malformed, person_message, stream_error
+from streamchat.sse import SSEComment, SSEEvent
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_COUNT = 2**53  # a token count past this is not a count (and JavaScript cannot hold it)
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class RoundAssembler:
+    """The JSON chunks of one streamed reply in; deltas, tool calls and a `Finish` out."""
+
+    def __init__(
+        self, *, max_tool_calls: int = sys.maxsize, max_tool_bytes: int = sys.maxsize
+    ) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+        self._max_calls = max_tool_calls
+        self._max_tool_bytes = max_tool_bytes
+        self._tool_bytes = 0
+        self._high = ""  # a high surrogate that ended the last text: its low half may follow
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> TextChunk | None:
+        """One decoded `data:` object; the text it adds, if any. Raises for an error object."""
+        error = chunk.get("error")
+        if isinstance(error, dict):
+            raise stream_error(error, self.model)
+        model, gen_id, usage = chunk.get("model"), chunk.get("id"), chunk.get("usage")
+        if model and isinstance(model, str):
+            self.model = model
+        if gen_id and isinstance(gen_id, str):
+            self.id = gen_id
+        if isinstance(usage, dict):
+            self.usage = usage_of(usage)
+        choices = chunk.get("choices")
+        if not choices:
+            return None
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise malformed("choices that are not a list of objects", choices)
+        choice = choices[0]
+        reason = choice.get("finish_reason")
+        if reason:
+            self._finish(reason)
+        delta = choice.get("delta")
+        if not delta:
+            return None
+        if not isinstance(delta, dict):
+            raise malformed("a delta that is not an object", delta)
+        fragments = delta.get("tool_calls")
+        if fragments:
+            if not isinstance(fragments, list):
+                raise malformed("tool_calls that are not a list", fragments)
+            for fragment in fragments:
+                self._add_fragment(fragment)
+        content = delta.get("content")
+        if not content or not isinstance(content, str):
+            return None
+        if self._high or not content.isascii():  # isascii() is O(1): ASCII text skips this
+            content = self._paired(content)
+        return TextChunk(content) if content else None
+
+    def _finish(self, reason: object) -> None:
+        if not isinstance(reason, str):
+            raise malformed("a finish_reason that is not a string", reason)
+        self.finish_reason = clean(reason)
+        if reason == "error":
+            raise UpstreamError(
+                "upstream_error",
+                "The model stopped with an error. Try again in a moment.",
+                detail="finish_reason 'error' without an error object",
+            )
+
+    def _paired(self, text: str) -> str:
+        """Text without lone surrogates; a pair split across two chunks is joined again."""
+        if self._high:
+            text, self._high = self._high + text, ""
+        if _SURROGATE.search(text) is None:
+            return text
+        if "\ud800" <= text[-1] <= "\udbff":
+            text, self._high = text[:-1], text[-1]
+        return clean(text)
+
+    def _add_fragment(self, fragment: object) -> None:
+        if not isinstance(fragment, dict):
+            raise malformed("a tool-call fragment that is not an object", fragment)
+        call_id, function = fragment.get("id"), fragment.get("function") or {}
+        if not isinstance(function, dict):
+            raise malformed("a tool call's function that is not an object", fragment)
+        name, arguments = function.get("name"), function.get("arguments")
+        if not isinstance(call_id, str | None) or not isinstance(name, str | None):
+            raise malformed("a tool call whose id or name is not a string", fragment)
+        call = self._call_at(fragment.get("index"), call_id)
+        # The first id stays: the tool result must name the id the history gives the call.
+        if call_id and not call.id:
+            call.id = call_id
+        if name and name != call.name:
+            call.name += name
+        if arguments is None or arguments == "":
+            piece = ""
+        elif isinstance(arguments, str):
+            piece = arguments
+        elif isinstance(arguments, dict):  # some servers send the object itself
+            piece = _serialized(arguments)
+        else:
+            raise malformed("tool arguments that are neither a string nor an object", fragment)
+        self._tool_bytes += len(piece) + len(name or "")
+        if self._tool_bytes > self._max_tool_bytes:
+            raise UpstreamError(
+                "reply_too_large",
+                person_message("reply_too_large"),
+                detail=f"tool calls of one round past {self._max_tool_bytes} bytes",
+            )
+        if piece:
+            call.arguments.append(piece)
+
+    def _call_at(self, index: object, call_id: str | None) -> _PartialCall:
+        if index is None:
+            # A few servers leave `index` out: a new id starts a new call, else it continues.
+            last = max(self._calls, default=-1)
+            new = last < 0 or bool(call_id and call_id != self._calls[last].id)
+            index = last + 1 if new else last
+        elif type(index) is not int:
+            raise malformed("a tool call whose index is not an integer", index)
+        call = self._calls.get(index)
+        if call is None:
+            if len(self._calls) >= self._max_calls:
+                raise UpstreamError(
+                    "upstream_error",
+                    f"The model asked for more than {self._max_calls} tools at once, more than "
+                    "this server runs in one round. Try again, or ask for less at a time.",
+                    detail=f"more than {self._max_calls} tool calls in one round",
+                )
+            call = self._calls[index] = _PartialCall()
+        return call
+
+    def rest(self) -> list[TextChunk]:
+        """What text is still held at the end of the round: a high surrogate never paired."""
+        if not self._high:
+            return []
+        self._high = ""
+        return [TextChunk("\ufffd")]
+
+    def tool_calls(self) -> list[ToolCall]:
+        calls: list[ToolCall] = []
+        seen: set[str] = set()
+        for _, call in sorted(self._calls.items()):
+            if not call.name:
+                raise malformed("a tool call without a name", {"id": call.id})
+            call_id = clean(call.id)
+            if not call_id or call_id in seen:  # every result must name exactly one call
+                call_id = f"call_{uuid.uuid4().hex[:24]}"
+            seen.add(call_id)
+            calls.append(ToolCall(call_id, clean(call.name), clean("".join(call.arguments))))
+        return calls
+
+    def finish(self) -> Finish:
+        model = clean(self.model) if self.model else None
+        return Finish(self.finish_reason, model, clean(self.id) if self.id else None, self.usage)
+
+
+def clean(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, and split pairs joined."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _serialized(arguments: dict[str, Any]) -> str:
+    try:
+        return json.dumps(arguments, ensure_ascii=False, allow_nan=False)
+    except (ValueError, RecursionError):
+        raise malformed("tool arguments with a number JSON cannot hold", "(an object)") from None
+
+
+def usage_of(raw: dict[str, Any]) -> Usage:
+    """The round's usage: counts that are not whole numbers in range count 0, an unusable
+    cost (not finite, negative, not a number) is left out."""
+    return Usage(
+        _count(raw.get("prompt_tokens")),
+        _count(raw.get("completion_tokens")),
+        _count(raw.get("total_tokens")),
+        _cost(raw.get("cost")),
+    )
+
+
+def _count(value: object) -> int:
+    if isinstance(value, float) and value.is_integer():  # False for inf and NaN
+        value = int(value)
+    if type(value) is int and 0 <= value < _MAX_COUNT:
+        return value
+    return 0
+
+
+def _cost(value: object) -> float | None:
+    if type(value) is int and 0 <= value < _MAX_COUNT:
+        return float(value)
+    if type(value) is float and math.isfinite(value) and value >= 0:
+        return value
+    return None
+
+
+def assemble(
+    events: list[SSEEvent | SSEComment], assembler: RoundAssembler, batch: list[ModelDelta]
+) -> bool:
+    """Feed one read's events to the assembler, collecting text; True at `[DONE]`."""
+    for event in events:
+        if isinstance(event, SSEComment):
+            continue  # `: OPENROUTER PROCESSING` and other keep-alives
+        if event.data.strip() == "[DONE]":
+            return True
+        text = assembler.feed(json_object(event.data))
+        if text is not None:
+            batch.append(text)
+    return False
+
+
+def json_object(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise malformed("a chunk nested too deeply", data[:300]) from None
+    except ValueError:  # not JSON, or an integer of more digits than Python converts
+        value = _loads_with_huge_integers(data)
+    if not isinstance(value, dict):
+        raise malformed("a chunk that is not an object", data[:300])
+    return value
+
+
+def _loads_with_huge_integers(data: str) -> object:
+    """Parse again (rarely: only after a failure), reading a too-long integer as infinite:
+    the usage and argument checks then refuse it where it matters, and only there."""
+    try:
+        return json.loads(data, parse_int=_integer)
+    except (ValueError, RecursionError):
+        raise malformed("a chunk that is not JSON", data[:300]) from None
+
+
+def _integer(digits: str) -> int | float:
+    try:
+        return int(digits)
+    except ValueError:
+        return -math.inf if digits.startswith("-") else math.inf
