@@ -3,7 +3,9 @@
 Between node and the server sits a small TCP proxy that cuts the first connection in the middle
 of a paced turn, the way a phone switching networks does: the module reconnects with
 `Last-Event-ID` and the caller sees the turn whole, with no gap and no duplicate. Its `stop`,
-`join`, `resume`, `getConversation` and `listConversations` run against the same server.
+`join`, `resume`, `getConversation` and `listConversations` run against the same server. Against a
+server that needs a key and asks before `divide`, every function takes `apiKey`, and `approve`
+answers the waiting call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import re
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from aiohttp import web
 
 from streamchat.web import create_app
 from tests.conftest import make_settings
-from tests.fake_upstream import FakeUpstream, paced, text_reply
+from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "js" / "client_module.mjs"
@@ -124,7 +127,9 @@ async def live_server(upstream: FakeUpstream) -> AsyncIterator[int]:
     await runner.cleanup()
 
 
-async def run_driver(node: str, folder: Path, server: str, proxied: str) -> dict[str, Any]:
+async def run_driver(
+    node: str, folder: Path, server: str, proxied: str, *part: str
+) -> dict[str, Any]:
     """`streamchat.js` as the server serves it, beside a package.json, driven by DRIVER."""
     async with (
         aiohttp.ClientSession() as session,
@@ -138,6 +143,7 @@ async def run_driver(node: str, folder: Path, server: str, proxied: str) -> dict
         str(DRIVER),
         (folder / "streamchat.js").as_uri(),
         proxied,
+        *part,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -208,3 +214,87 @@ async def test_streamchat_js_reconnects_after_a_cut_connection_and_stops_lists_a
     assert second["conversations"][0]["title"] == "Count slowly"
     assert seen["unknown"] == {"name": "StreamChatError", "code": "not_found", "status": 404}
     assert seen["afterClear"] == {"conversations": [], "next": None}
+
+
+KEY = "alice-key-0123456789abcdef"
+
+
+@pytest.fixture
+async def keyed_server(upstream: FakeUpstream) -> AsyncIterator[int]:
+    settings = make_settings(
+        openrouter_base_url=upstream.base_url,
+        auth="keys",
+        api_keys=f"alice:{KEY}",
+        approval_required="divide",
+    )
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield runner.addresses[0][1]
+    await runner.cleanup()
+
+
+async def test_streamchat_js_sends_its_api_key_and_approves_or_denies_a_waiting_call(
+    node: str, keyed_server: int, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    upstream.add(
+        tool_reply(("call_1", "divide", {"a": 84, "b": 2})),
+        text_reply("84 / 2 = 42"),
+        tool_reply(("call_2", "divide", {"a": 1, "b": 0})),
+        text_reply("I was not allowed to divide."),
+    )
+    # A proxy that never cuts: it shows what each request carried.
+    proxy = CuttingProxy(keyed_server, marker=b"\0never", extra=0)
+    proxied = await proxy.start()
+    try:
+        seen = await run_driver(
+            node, tmp_path, f"http://127.0.0.1:{keyed_server}", proxied, "keys", KEY
+        )
+    finally:
+        await proxy.close()
+
+    refused = {"name": "StreamChatError", "code": "unauthorized", "status": 401}
+    assert seen["noKey"] == refused
+    assert seen["wrongKey"] == refused
+    assert seen["headersWin"] == refused
+    assert seen["approveNoKey"] == refused
+    assert seen["notWaiting"] == {"name": "StreamChatError", "code": "not_found", "status": 404}
+
+    approved = seen["approved"]
+    assert approved["answer"] == {"toolId": "call_1", "approved": True}
+    assert [e["type"] for e in approved["events"]] == [
+        "tool_approval_required",
+        "tool_executing",
+        "tool_completed",
+        "text",
+        "completion",
+    ]
+    assert approved["events"][0]["toolId"] == "call_1"
+    assert approved["events"][2]["result"] == "42"
+    assert approved["watched"] == [
+        {k: e[k] for k in ("id", "type", "chunkIndex", "content", "finishReason")}
+        for e in approved["events"]
+    ]
+
+    denied = seen["denied"]
+    assert denied["answer"] == {"toolId": "call_2", "approved": False}
+    assert [e["type"] for e in denied["events"]] == [
+        "tool_approval_required",
+        "tool_error",
+        "text",
+        "completion",
+    ]
+    assert denied["events"][1]["error"] == "Denied by the user."
+    assert upstream.requests[-1]["messages"][-1]["content"] == "Error: Denied by the user."
+    assert sorted(seen["listed"]) == ["node-approve", "node-deny"]
+
+    # Every request carried the key as a bearer token, but the four refused ones.
+    requests = proxy.requests()  # by connection, not in order
+    wrong = "Bearer not-the-key-0123456789"
+    auths = [headers.get("authorization") for _, _, headers in requests]
+    assert Counter(auths) == {None: 2, wrong: 2, f"Bearer {KEY}": len(requests) - 4}
+    streams = [headers for _, path, headers in requests if path.endswith("stream")]
+    assert len(streams) == 4  # two turns, two joins
+    assert all(headers["authorization"] == f"Bearer {KEY}" for headers in streams)
+    approvals = [headers for _, path, headers in requests if path.endswith("/approve")]
+    assert [headers.get("content-type") for headers in approvals] == ["application/json"] * 4

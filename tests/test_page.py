@@ -164,14 +164,21 @@ async def open_chat(browser: Browser, server: str) -> AsyncIterator[OpenChat]:
     contexts: list[BrowserContext] = []
     pages: list[ChatPage] = []
 
-    async def open_page(**context_options: Any) -> ChatPage:
+    async def open_page(
+        path: str | None = "/", ready: bool = True, **context_options: Any
+    ) -> ChatPage:
+        """`ready`: wait until the page has loaded what it shows first (false: it may ask first).
+        With no `path` the tab opens empty (the test goes to the page itself)."""
         context_options.setdefault("viewport", {"width": 1280, "height": 800})
         context = await browser.new_context(base_url=server, **context_options)
         contexts.append(context)
         chat = ChatPage(await context.new_page())
         pages.append(chat)
-        await chat.page.goto("/")
-        await expect(chat.page.locator("body")).to_have_attribute("data-ready", "true")
+        if path is None:
+            return chat
+        await chat.page.goto(path)
+        if ready:
+            await expect(chat.page.locator("body")).to_have_attribute("data-ready", "true")
         return chat
 
     yield open_page
@@ -1261,3 +1268,266 @@ async def test_on_a_phone_the_sidebar_is_a_drawer_that_opens_and_closes(
     await expect(chat.last_reply.locator(".md")).to_have_text("First answer.")
     assert await chat.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await chat.screenshot("phone-reopened")
+
+
+# --- a server that needs an API key ---------------------------------------------------------
+
+KEY = "alice-key-0123456789abcdef"
+WITH_KEYS = {"auth": "keys", "api_keys": f"alice:{KEY}"}
+
+
+def without_refusals(chat: ChatPage) -> None:
+    """Chromium logs each refused request (401) on the console: those are expected here."""
+    chat.problems[:] = [p for p in chat.problems if "status of 401" not in p]
+
+
+def api_authorizations(page: Page) -> list[str | None]:
+    """The Authorization header of every API request the page makes from now on."""
+    seen: list[str | None] = []
+    page.on(
+        "request",
+        lambda request: (
+            seen.append(request.headers.get("authorization")) if "/api/" in request.url else None
+        ),
+    )
+    return seen
+
+
+@pytest.mark.parametrize("server", [WITH_KEYS], indirect=True, ids=["keys"])
+async def test_the_page_asks_for_the_api_key_asks_again_for_a_wrong_one_and_keeps_it_in_the_tab(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("call_1", "add", {"a": 25, "b": 17})),
+        text_reply("25 + 17 = **42**"),
+        text_reply("Still here."),
+    )
+    chat = await open_chat(None)
+    page = chat.page
+    sent = api_authorizations(page)
+    await page.goto("/")
+
+    # The sidebar's first call is refused: the page asks, the field focused.
+    dialog = page.get_by_role("dialog", name="This server needs an API key")
+    await expect(dialog).to_be_visible()
+    field = dialog.get_by_label("API key")
+    await expect(field).to_be_focused()
+    await expect(field).to_have_attribute("type", "password")
+    await expect(dialog).to_contain_text("this browser tab's session storage")
+    await expect(dialog.get_by_role("button", name="Forget key")).to_be_hidden()
+    await chat.screenshot("key-dialog")
+
+    await field.fill("not-the-key-0123456789")
+    await field.press("Enter")
+    await expect(dialog.get_by_role("alert")).to_have_text(
+        "That key was not accepted. Check it and enter it again."
+    )
+    await expect(field).to_have_value("")
+    await expect(field).to_be_focused()
+    assert sent == [None, "Bearer not-the-key-0123456789"]
+    await chat.screenshot("key-wrong")
+
+    await field.fill(KEY)
+    await dialog.get_by_role("button", name="Save").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(chat.sidebar.get_by_text("No conversations yet.")).to_be_visible()
+    await expect(chat.textbox).to_be_focused()
+    assert await page.evaluate("sessionStorage.getItem('streamchat.apiKey')") == KEY
+
+    await chat.send("What is 25 + 17?")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.locator(".tool-result")).to_have_text("42")
+    await expect(chat.last_reply.locator(".md")).to_have_text("25 + 17 = 42")
+    await expect(chat.sidebar.locator(".conversation-title")).to_have_text(["What is 25 + 17?"])
+
+    # A reload in the same tab keeps the key: no question, the conversation and the list load.
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(dialog).to_be_hidden()
+    await expect(chat.last_reply.locator(".tool-result")).to_have_text("42")
+    await expect(chat.sidebar_links).to_have_count(1)
+    await chat.send("Are you there?")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.locator(".md")).to_have_text("Still here.")
+    assert len(sent) > 6
+    assert sent[2:] == [f"Bearer {KEY}"] * (len(sent) - 2)
+    await expect(page.get_by_role("button", name="API key")).to_be_visible()
+    await chat.screenshot("key-saved")
+    without_refusals(chat)
+
+
+@pytest.mark.parametrize("server", [WITH_KEYS], indirect=True, ids=["keys"])
+async def test_the_key_can_be_forgotten_and_a_message_sent_without_one_asks_for_it(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    upstream.add(text_reply("First answer."), text_reply("Second answer."))
+    chat = await open_chat(ready=False, **phone_options())
+    page = chat.page
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("API key").fill(KEY)
+    await dialog.get_by_label("API key").press("Enter")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await chat.send("First question")
+    await chat.wait_for_reply()
+
+    await page.get_by_role("button", name="API key").click()
+    await expect(dialog).to_have_accessible_name("API key")
+    await chat.screenshot("phone-key-manage")
+    await dialog.get_by_role("button", name="Forget key").click()
+    await expect(dialog).to_contain_text("The key is forgotten in this tab.")
+    await expect(dialog.get_by_label("API key")).to_be_focused()
+    assert await page.evaluate("sessionStorage.getItem('streamchat.apiKey')") is None
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#messages .msg")).to_have_count(0)  # nothing it opened stays
+    await page.get_by_role("button", name="Conversations", exact=True).click()
+    await expect(chat.sidebar_links).to_have_count(0)
+    await expect(chat.sidebar).to_contain_text("once the server has your key")
+    await page.keyboard.press("Escape")
+
+    # Sending without a key asks for one, then sends the message that was refused.
+    await chat.send("Second question")
+    await expect(dialog).to_have_accessible_name("This server needs an API key")
+    await dialog.get_by_label("API key").fill(KEY)
+    await dialog.get_by_role("button", name="Save").click()
+    await chat.wait_for_reply()
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["Second question"])
+    await expect(chat.last_reply.locator(".md")).to_have_text("Second answer.")
+    assert upstream.requests[-1]["messages"][-1]["content"] == "Second question"
+    without_refusals(chat)
+
+
+# --- tool calls that wait for a person --------------------------------------------------------
+
+WITH_APPROVAL = {"approval_required": "divide", "resume_grace_seconds": 30.0}
+
+
+def approval_group(reply: Locator) -> Locator:
+    return reply.get_by_role("group", name="Run divide with these arguments?")
+
+
+@pytest.mark.parametrize("server", [WITH_APPROVAL], indirect=True, ids=["approval"])
+async def test_an_approval_card_asks_before_the_tool_runs_and_approve_from_the_keyboard_runs_it(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("call_1", "divide", {"a": 84, "b": 2})), text_reply("84 / 2 = **42**"))
+
+    await chat.send("What is 84 divided by 2?")
+
+    card = chat.last_reply.locator(".tool-card")
+    group = approval_group(chat.last_reply)
+    await expect(group).to_be_visible()
+    await expect(card.locator(".tool-state")).to_have_text("Needs approval")
+    arguments = await card.locator(".tool-args").text_content()
+    assert arguments is not None
+    assert json.loads(arguments) == {"a": 84, "b": 2}
+    assert '"a": 84' in arguments  # pretty-printed
+    await expect(chat.page.get_by_role("status")).to_have_text("divide needs your approval.")
+    await expect(chat.last_reply).to_have_attribute("aria-busy", "true")
+    await chat.screenshot("approval")
+
+    # From the message box, Shift+Tab reaches the answer.
+    await chat.textbox.focus()
+    await chat.page.keyboard.press("Shift+Tab")
+    await expect(group.get_by_role("button", name="Approve")).to_be_focused()
+    await chat.page.keyboard.press("Enter")
+
+    await expect(card.locator(".approval-note")).to_have_text("Approved")
+    await expect(card.locator(".approval-note")).to_be_focused()
+    await expect(card.locator(".tool-result")).to_have_text("42")
+    await expect(card.locator(".tool-state")).to_contain_text("Done")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.locator(".md")).to_have_text("84 / 2 = 42")
+    order = await chat.last_reply.locator(".msg-body > *").evaluate_all(
+        "nodes => nodes.map(node => node.className)"
+    )
+    assert order == ["tool-card is-done", "md"]
+    assert upstream.requests[-1]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "42",
+    }
+    await chat.screenshot("approval-approved")
+
+
+@pytest.mark.parametrize("server", [WITH_APPROVAL], indirect=True, ids=["approval"])
+async def test_deny_on_the_approval_card_shows_the_denial_and_the_model_answers_around_it(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(
+        tool_reply(("call_1", "divide", {"a": 1, "b": 3})),
+        text_reply("I was not allowed to divide."),
+    )
+
+    await chat.send("What is 1 / 3?")
+    deny = approval_group(chat.last_reply).get_by_role("button", name="Deny")
+    await chat.page.emulate_media(color_scheme="dark")
+    await expect(deny).to_be_visible()
+    await chat.screenshot("dark-approval")
+    await chat.page.emulate_media(color_scheme="light")
+    await deny.click()
+
+    card = chat.last_reply.locator(".tool-card")
+    await expect(card.locator(".approval-note")).to_have_text("Denied")
+    await expect(card.locator(".tool-error")).to_have_text("Denied by the user.")
+    await expect(card.locator(".tool-state")).to_have_text("Denied")
+    await chat.wait_for_reply()
+    await expect(chat.last_reply.locator(".md")).to_have_text("I was not allowed to divide.")
+    await expect(card.get_by_role("button")).to_have_count(0)
+    assert upstream.requests[-1]["messages"][-1]["content"] == "Error: Denied by the user."
+    await chat.screenshot("approval-denied")
+
+
+@pytest.mark.parametrize("server", [WITH_APPROVAL], indirect=True, ids=["approval"])
+async def test_a_waiting_call_asks_again_after_a_reload_and_in_a_second_tab_which_sees_the_answer(
+    open_chat: OpenChat, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("call_1", "divide", {"a": 84, "b": 2})), text_reply("It is 42."))
+    chat = await open_chat()
+    await chat.send("What is 84 divided by 2?")
+    await expect(approval_group(chat.last_reply)).to_be_visible()
+    conversation_id = await chat.conversation_id()
+
+    await chat.page.reload()
+    await expect(chat.page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(chat.page.locator(".msg-user .bubble")).to_have_text(["What is 84 divided by 2?"])
+    group = approval_group(chat.last_reply)
+    await expect(group).to_be_visible()
+    await expect(chat.replies).to_have_count(1)
+    await expect(chat.last_reply.locator(".tool-card")).to_have_count(1)
+    other = await open_chat(f"/#{conversation_id}", **phone_options())
+    other_group = approval_group(other.last_reply)
+    await expect(other_group.get_by_role("button", name="Approve")).to_be_visible()
+    await other.screenshot("phone-approval")
+
+    await group.get_by_role("button", name="Approve").click()
+
+    for page, note in ((chat, "Approved"), (other, "Approved elsewhere")):
+        card = page.last_reply.locator(".tool-card")
+        await expect(card.locator(".approval-note")).to_have_text(note)
+        await expect(card.locator(".tool-result")).to_have_text("42")
+        await page.wait_for_reply()
+        await expect(page.last_reply.locator(".md")).to_have_text("It is 42.")
+    assert len(upstream.requests) == 2  # one turn, however many readers
+    await other.screenshot("phone-approval-elsewhere")
+
+
+@pytest.mark.parametrize("server", [WITH_APPROVAL], indirect=True, ids=["approval"])
+async def test_stop_while_a_call_waits_ends_the_reply_and_the_card_says_it_was_not_answered(
+    chat: ChatPage, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("call_1", "divide", {"a": 84, "b": 2})))
+    await chat.send("What is 84 divided by 2?")
+    await expect(approval_group(chat.last_reply)).to_be_visible()
+
+    await chat.page.get_by_role("button", name="Stop").click()
+
+    await chat.wait_for_reply()
+    card = chat.last_reply.locator(".tool-card")
+    await expect(card.locator(".approval-note")).to_have_text(
+        "Not answered: the reply ended first."
+    )
+    await expect(card.locator(".tool-state")).to_have_text("Interrupted")
+    await expect(card.get_by_role("button")).to_have_count(0)
+    await expect(chat.last_reply.locator(".stopped-note")).to_have_text("Stopped")

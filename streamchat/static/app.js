@@ -8,14 +8,26 @@
  * links and the back button all open one the same way: its stored history is drawn (history.js),
  * and a turn still running on the server is joined and keeps streaming. Stop asks the server to
  * stop the turn; leaving a conversation (another one, a new one, a reload) only stops reading it.
+ *
+ * Every API call goes through the page's API key (apikey.js): a server that needs one asks for it
+ * once, and the call is made again with it. A tool call that waits for a person shows Approve and
+ * Deny in its card (toolcard.js), which answer it with `approve`.
  */
 import { address, addressedId, newConversationId } from './address.js';
+import { ApiKey } from './apikey.js';
 import { ArtifactPanel } from './artifacts.js';
 import { StoredArtifacts, replay, turnsOf } from './history.js';
 import { AssistantReply, UserMessage } from './messages.js';
 import { ModelPicker } from './models.js';
 import { ConversationList } from './sidebar.js';
-import { getConversation, join, stop as stopTurn, streamChat } from './streamchat.js';
+import {
+  approve,
+  getConversation,
+  join,
+  listConversations,
+  stop as stopTurn,
+  streamChat,
+} from './streamchat.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -56,6 +68,19 @@ const artifacts = new ArtifactPanel({
   close: $('close-artifacts'),
   backdrop: $('sheet-backdrop'),
 });
+const key = new ApiKey({
+  dialog: $('key-dialog'),
+  form: $('key-form'),
+  input: $('key-input'),
+  heading: $('key-heading'),
+  intro: $('key-intro'),
+  error: $('key-error'),
+  forget: $('forget-key'),
+  cancel: $('cancel-key'),
+  button: $('key-button'),
+  changed: keyChanged,
+  forgotten: keyForgotten,
+});
 const sidebar = new ConversationList({
   nav: $('sidebar'),
   list: $('conversation-list'),
@@ -66,6 +91,7 @@ const sidebar = new ConversationList({
   backdrop: $('drawer-backdrop'),
   inert: [document.querySelector('.topbar'), document.querySelector('main')],
   announce,
+  load: (page) => key.authorized((options) => listConversations(page, options)),
 });
 
 /** Shows `id` as the current conversation; `push` adds it to the browser's history. */
@@ -116,6 +142,20 @@ function setStreaming(streaming) {
   if (!streaming && (stopHadFocus || document.activeElement === document.body)) ui.input.focus();
 }
 
+/** Another key was saved from the header: the list and the conversation as that key sees them. */
+function keyChanged() {
+  sidebar.refresh();
+  if (!state.live) show(state.conversationId);
+}
+
+/** The key is forgotten: nothing it opened stays on the page. */
+function keyForgotten() {
+  leave();
+  setConversationId(newConversationId(), { push: true });
+  sidebar.clear('Your conversations show here once the server has your key.');
+  announce('The API key is forgotten in this tab.');
+}
+
 function describe(error) {
   if (error instanceof TypeError) return `Could not reach the server (${error.message}).`;
   return error.message || String(error);
@@ -123,6 +163,7 @@ function describe(error) {
 
 /** A turn on the page: the user's message and the reply under it. */
 function addTurn(text, { stored = false } = {}) {
+  const conversationId = state.conversationId;
   const turn = {
     user: new UserMessage(text, (edited) => replaceLastTurn(edited)),
     reply: new AssistantReply({
@@ -130,6 +171,8 @@ function addTurn(text, { stored = false } = {}) {
       announce,
       retry: () => replaceLastTurn(),
       regenerate: () => replaceLastTurn(),
+      approve: (toolId, approved) =>
+        key.authorized((options) => approve(conversationId, toolId, approved, options)),
     }),
     stored,
   };
@@ -164,14 +207,18 @@ async function send(text, { replace = null } = {}) {
     ui.input.value = '';
     autosize();
   }
+  const conversationId = state.conversationId;
   const outcome = await read(turn, (signal) =>
-    streamChat({
-      message: text,
-      model,
-      conversationId: state.conversationId,
-      regenerate: Boolean(replace?.stored),
-      signal,
-    }),
+    key.authorizedStream((options) =>
+      streamChat({
+        ...options,
+        message: text,
+        model,
+        conversationId,
+        regenerate: Boolean(replace?.stored),
+        signal,
+      }),
+    ),
   );
   if (outcome?.type === 'completion') models.succeeded(model);
   else if (outcome && models.refused(model, outcome.code)) {
@@ -228,7 +275,8 @@ async function stop() {
   live.stopping = true;
   announce('Stopping…');
   try {
-    const { stopped } = await stopTurn(state.conversationId);
+    const conversationId = state.conversationId;
+    const { stopped } = await key.authorized((options) => stopTurn(conversationId, options));
     // Nothing running on the server yet (the turn is still queued): stop reading it here.
     if (!stopped) live.controller.abort();
   } catch {
@@ -261,7 +309,7 @@ async function show(conversationId, { again = false } = {}) {
   let conversation;
   state.opening = true;
   try {
-    conversation = await getConversation(conversationId);
+    conversation = await key.authorized((options) => getConversation(conversationId, options));
   } catch (error) {
     if (state.view !== view) return;
     if (error.status !== 404) announce(`Could not open the conversation: ${describe(error)}`);
@@ -282,7 +330,9 @@ async function show(conversationId, { again = false } = {}) {
   if (running) {
     const turn = addTurn(running.user, { stored: true });
     scrollToNewest();
-    read(turn, (signal) => join({ conversationId, signal }));
+    read(turn, (signal) =>
+      key.authorizedStream((options) => join({ ...options, conversationId, signal })),
+    );
   }
 }
 

@@ -1,74 +1,14 @@
 /**
  * The messages of the chat: a user's message (copy, and edit while it is the last one) and an
- * assistant reply as it streams: Markdown text segments, tool cards and artifact chips in arrival
- * order, an error with Retry, then a footer with copy, Regenerate and what the reply cost. Which
- * turn may be edited or regenerated is the conversation's business (app.js); style.css shows those
- * buttons on the last turn only.
+ * assistant reply as it streams: Markdown text segments, tool cards (toolcard.js, with Approve and
+ * Deny for a call that waits for a person) and artifact chips in arrival order, an error with
+ * Retry, then a footer with copy, Regenerate and what the reply cost. Which turn may be edited or
+ * regenerated is the conversation's business (app.js); style.css shows those buttons on the last
+ * turn only.
  */
 import { copyButton, h, icon, iconButton } from './dom.js';
 import { MarkdownView } from './markdown.js';
-
-function prettyJson(raw) {
-  try {
-    return JSON.stringify(JSON.parse(raw), null, 2);
-  } catch {
-    return raw ?? '';
-  }
-}
-
-export function formatMs(ms) {
-  if (typeof ms !== 'number') return '';
-  if (ms < 1) return '<1 ms';
-  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-function section(caption, content) {
-  return h('div', { class: 'tool-section' }, h('div', { class: 'tool-caption' }, caption), content);
-}
-
-/** A tool call's card: name and arguments at once, then its result or error. */
-function toolCard({ toolName, arguments: args }) {
-  const badge = h('span', { class: 'tool-state' }, h('span', { class: 'spinner' }), 'Running');
-  const output = h('div', { class: 'tool-output' });
-  const node = h(
-    'section',
-    { class: 'tool-card is-running', 'aria-label': `Tool call: ${toolName}` },
-    h(
-      'header',
-      { class: 'tool-head' },
-      h('span', { class: 'tool-icon' }, icon('tool')),
-      h('span', { class: 'tool-label' }, 'Tool'),
-      h('code', { class: 'tool-name' }, toolName),
-      badge,
-    ),
-    h(
-      'div',
-      { class: 'tool-body' },
-      section('Arguments', h('pre', { class: 'tool-args' }, prettyJson(args))),
-      output,
-    ),
-  );
-  const finish = (state, label, ms, result) => {
-    node.classList.replace('is-running', state);
-    badge.replaceChildren(label, h('span', { class: 'tool-ms' }, formatMs(ms)));
-    if (result) output.replaceChildren(result);
-  };
-  return {
-    node,
-    completed: (e) => {
-      const result = h('pre', { class: 'tool-result' }, prettyJson(e.result));
-      finish('is-done', 'Done', e.executionMs, section('Result', result));
-    },
-    failed: (e) => {
-      const error = h('pre', { class: 'tool-error' }, e.error || 'The tool failed');
-      finish('is-error', 'Failed', e.executionMs, section('Error', error));
-    },
-    /** The reply ended (stopped, failed) before the tool's result arrived. */
-    interrupt: () => {
-      if (node.classList.contains('is-running')) finish('is-interrupted', 'Interrupted');
-    },
-  };
-}
+import { ToolCard, formatMs } from './toolcard.js';
 
 /** The state label of each artifact chip in the chat, by artifact version. */
 const chipLabels = new WeakMap();
@@ -156,7 +96,10 @@ export class UserMessage {
   }
 }
 
-/** One assistant reply. `hooks`: {artifacts, announce, retry(), regenerate()}. */
+/**
+ * One assistant reply. `hooks`: {artifacts, announce, retry(), regenerate(),
+ * approve(toolId, approved)}.
+ */
 export class AssistantReply {
   constructor(hooks) {
     this.hooks = hooks;
@@ -201,9 +144,11 @@ export class AssistantReply {
     switch (event.type) {
       case 'text':
         return this.addText(event.content ?? event.textDelta ?? '');
+      case 'tool_approval_required':
+        return this.tool(event).ask();
       case 'tool_executing':
         announce(`Running ${event.toolName}…`);
-        return this.tool(event);
+        return this.tool(event).executing();
       case 'tool_completed':
         return this.tool(event).completed(event);
       case 'tool_error':
@@ -258,7 +203,7 @@ export class AssistantReply {
     let card = this.tools.get(event.toolId);
     if (!card) {
       this.breakText();
-      card = toolCard(event);
+      card = new ToolCard(event, this.hooks);
       this.tools.set(event.toolId, card);
       this.insert(card.node);
     }

@@ -7,8 +7,10 @@
  * On a narrow screen the sidebar is a drawer over the page, opened from the header's button and
  * closed by choosing a conversation, its close button, the backdrop or Escape; while it is open
  * the rest of the page is inert, and closing it gives focus back to the button.
+ *
+ * The list comes from `load({limit, before})`: streamchat.js's `listConversations` with the
+ * page's API key (app.js).
  */
-import { listConversations } from './streamchat.js';
 import { h } from './dom.js';
 
 const PAGE = 20;
@@ -26,10 +28,12 @@ export class ConversationList {
   /**
    * @param {{nav: HTMLElement, list: HTMLElement, more: HTMLButtonElement, empty: HTMLElement,
    *          toggle: HTMLButtonElement, close: HTMLButtonElement, backdrop: HTMLElement,
-   *          inert: HTMLElement[], announce: (message: string) => void}} nodes
+   *          inert: HTMLElement[], announce: (message: string) => void,
+   *          load: (page: {limit?: number, before?: string}) => Promise<any>}} nodes
    */
-  constructor({ nav, list, more, empty, toggle, close, backdrop, inert, announce }) {
-    Object.assign(this, { nav, list, more, empty, toggle, inert, announce });
+  constructor({ nav, list, more, empty, toggle, close, backdrop, inert, announce, load }) {
+    Object.assign(this, { nav, list, more, empty, toggle, inert, announce, load });
+    this.emptyNote = empty.textContent;
     toggle.addEventListener('click', () => this.openDrawer());
     close.addEventListener('click', () => this.closeDrawer());
     backdrop.addEventListener('click', () => this.closeDrawer());
@@ -88,7 +92,7 @@ export class ConversationList {
         while (this.#dirty) {
           this.#dirty = false;
           const limit = Math.min(Math.max(this.#items.length, PAGE), MOST);
-          const { conversations, next } = await listConversations({ limit });
+          const { conversations, next } = await this.load({ limit });
           this.#items = conversations;
           this.#next = next;
           this.#render();
@@ -106,7 +110,7 @@ export class ConversationList {
     if (!this.#next) return;
     this.more.disabled = true;
     try {
-      const page = await listConversations({ limit: PAGE, before: this.#next });
+      const page = await this.load({ limit: PAGE, before: this.#next });
       const known = new Set(this.#items.map((item) => item.conversationId));
       const added = page.conversations.filter((item) => !known.has(item.conversationId));
       this.#items.push(...added);
@@ -121,16 +125,25 @@ export class ConversationList {
     }
   }
 
+  /** Shows no conversations, and `note` instead (the key that lists them was forgotten). */
+  clear(note) {
+    this.#dirty = false;
+    this.#items = [];
+    this.#next = null;
+    this.#render(note);
+  }
+
   #link(conversationId) {
     return [...this.list.querySelectorAll('a')].find((a) => a.dataset.id === conversationId);
   }
 
-  #render() {
+  #render(note = this.emptyNote) {
     const focused = this.list.contains(document.activeElement)
       ? document.activeElement.dataset.id
       : null;
     const now = Date.now();
     this.list.replaceChildren(...this.#items.map((item) => this.#item(item, now)));
+    this.empty.textContent = note;
     this.empty.hidden = this.#items.length > 0;
     this.more.hidden = !this.#next;
     if (focused) this.#link(focused)?.focus();

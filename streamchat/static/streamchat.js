@@ -1,7 +1,7 @@
 /**
  * streamchat.js: a dependency-free client for the streamchat API (an ES module).
  *
- *   import { streamChat, stop, join, getConversation } from '/static/streamchat.js';
+ *   import { streamChat, stop, join, approve, getConversation } from '/static/streamchat.js';
  *
  *   const turn = { message: 'What is 25 + 17?', conversationId: 'c1' };
  *   for await (const event of streamChat(turn)) {
@@ -9,6 +9,7 @@
  *   }
  *   await stop('c1');                    // from a Stop button: the reply ends with "cancelled"
  *   for await (const event of join({ conversationId: 'c1' })) { ... } // watch a running turn
+ *   await approve('c1', event.toolId, true);  // after a tool_approval_required event
  *   const { messages, artifacts } = await getConversation('c1');
  *
  * `streamChat` POSTs one turn to `/api/stream` and yields each Server-Sent Event's JSON data as an
@@ -16,6 +17,7 @@
  * `chunkIndex` (0, 1, 2, ... across the turn) and `elapsedMs`; beyond those:
  *
  *   text                         content (the text delta)
+ *   tool_approval_required       toolName, toolId, arguments: the call waits for `approve()`
  *   tool_executing               toolName, toolId, arguments (a JSON string)
  *   tool_completed / tool_error  the same, plus result or error, and executionMs
  *   artifact_started             artifactId, artifactType, title, language
@@ -44,7 +46,10 @@
  * `StreamChatError` carrying the server's `message`, `code` and HTTP `status`.
  *
  * Every function takes `baseUrl` (where the server is; the page's own origin by default),
- * `headers` (added to each request, such as an API key), `signal` and `fetch`.
+ * `apiKey` (sent as `Authorization: Bearer <apiKey>` when the server needs a key), `headers`
+ * (added to each request; an `Authorization` among them wins over `apiKey`), `signal` and `fetch`.
+ * A server that wants a key and got none, or a wrong one, answers `401`: a `StreamChatError`
+ * with `status` 401 and `code` "unauthorized".
  *
  * `SSEDecoder` is the sans-IO part: `feed(text)` returns the complete events so far, `flush()`
  * the last one when the stream ends without a blank line.
@@ -175,7 +180,7 @@ const RECONNECT_DELAY_MS = 250;
 /**
  * Streams one chat turn, reconnecting after a dropped connection.
  * @param {{message: string, model?: string, conversationId?: string, regenerate?: boolean,
- *          baseUrl?: string, url?: string, headers?: Record<string, string>,
+ *          baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
  *          signal?: AbortSignal, fetch?: typeof fetch, reconnect?: number}} options
  *   `url`: the full address of `POST /api/stream` (instead of `baseUrl`); reconnection uses the
  *   conversation route beside it. `reconnect`: attempts in a row after a drop (0: none).
@@ -188,11 +193,13 @@ export async function* streamChat({
   regenerate = false,
   baseUrl = '',
   url,
-  headers,
+  apiKey,
+  headers: extraHeaders,
   signal,
   fetch: fetchImpl = globalThis.fetch,
   reconnect = RECONNECT_ATTEMPTS,
 }) {
+  const headers = withKey(extraHeaders, apiKey);
   const body = { message };
   if (model) body.model = model;
   if (conversationId) body.conversationId = conversationId;
@@ -230,8 +237,8 @@ function besideStream(url) {
  * the running turn from its first event. Yields nothing when the server has nothing after that
  * id or nothing running (`204`). Reconnects after a dropped connection like `streamChat`.
  * @param {{conversationId: string, lastEventId?: string, baseUrl?: string, url?: string,
- *          headers?: Record<string, string>, signal?: AbortSignal, fetch?: typeof fetch,
- *          reconnect?: number}} options
+ *          apiKey?: string, headers?: Record<string, string>, signal?: AbortSignal,
+ *          fetch?: typeof fetch, reconnect?: number}} options
  *   `url`: the conversation route's base (`/api/conversation`), instead of `baseUrl`.
  * @returns {AsyncGenerator<Record<string, any>>}
  */
@@ -240,11 +247,13 @@ export async function* resume({
   lastEventId,
   baseUrl = '',
   url,
-  headers,
+  apiKey,
+  headers: extraHeaders,
   signal,
   fetch: fetchImpl = globalThis.fetch,
   reconnect = RECONNECT_ATTEMPTS,
 }) {
+  const headers = withKey(extraHeaders, apiKey);
   const routes = url ?? `${baseUrl}/api/conversation`;
   const response = await openStream(routes, conversationId, lastEventId, {
     headers,
@@ -268,7 +277,7 @@ export async function* resume({
 /**
  * Watches the conversation's running turn from its first event (a second tab, a page that was
  * reloaded): `resume` without an id. Yields nothing when no turn is running.
- * @param {{conversationId: string, baseUrl?: string, url?: string,
+ * @param {{conversationId: string, baseUrl?: string, url?: string, apiKey?: string,
  *          headers?: Record<string, string>, signal?: AbortSignal, fetch?: typeof fetch,
  *          reconnect?: number}} options
  * @returns {AsyncGenerator<Record<string, any>>}
@@ -385,7 +394,7 @@ function sleep(ms, signal) {
  * `finishReason: "cancelled"`. Resolves to `{stopped: true, turn}`, or `{stopped: false}` when
  * nothing was running.
  * @param {string} conversationId
- * @param {{baseUrl?: string, url?: string, headers?: Record<string, string>,
+ * @param {{baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
  *          signal?: AbortSignal, fetch?: typeof fetch}} [options]
  *   `url`: the conversation route's base (`/api/conversation`), instead of `baseUrl`.
  * @returns {Promise<{stopped: boolean, turn?: number}>}
@@ -396,12 +405,32 @@ export function stop(conversationId, { baseUrl = '', url, ...options } = {}) {
 }
 
 /**
+ * Answers a tool call that waits for a person (the `tool_approval_required` event's `toolId`):
+ * `approved` true runs it, false turns it into a `tool_error` ("Denied by the user."); the turn
+ * then goes on, and every reader of it sees what followed. Resolves to `{toolId, approved}`;
+ * rejects with a `StreamChatError` (`status` 404) when no such call waits (already answered,
+ * from another tab say, timed out, or the turn ended).
+ * @param {string} conversationId
+ * @param {string} toolId
+ * @param {boolean} approved
+ * @param {{baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
+ *          signal?: AbortSignal, fetch?: typeof fetch}} [options]
+ *   `url`: the conversation route's base (`/api/conversation`), instead of `baseUrl`.
+ * @returns {Promise<{toolId: string, approved: boolean}>}
+ */
+export function approve(conversationId, toolId, approved, { baseUrl = '', url, ...options } = {}) {
+  const routes = url ?? `${baseUrl}/api/conversation`;
+  const route = `${routes}/${encodeURIComponent(conversationId)}/approve`;
+  return requestJson(route, 'POST', options, { toolId, approved });
+}
+
+/**
  * A conversation's stored history: `{conversationId, title, createdAt, updatedAt, turns,
  * runningTurn, messages, artifacts}`; `messages` are OpenAI-shaped (`role`, `content`,
  * `tool_calls`, `tool_call_id`), `artifacts` the `artifact_completed` payloads with their `turn`.
  * Rejects with a `StreamChatError` (`status` 404) for a conversation the server does not know.
  * @param {string} conversationId
- * @param {{baseUrl?: string, url?: string, headers?: Record<string, string>,
+ * @param {{baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
  *          signal?: AbortSignal, fetch?: typeof fetch}} [options]
  *   `url`: the conversation route's base (`/api/conversation`), instead of `baseUrl`.
  */
@@ -415,7 +444,7 @@ export function getConversation(conversationId, { baseUrl = '', url, ...options 
  * createdAt, updatedAt, turns, runningTurn}], next}`; pass `next` back as `before` for the next
  * page (it is null after the last).
  * @param {{limit?: number, before?: string | null}} [page]
- * @param {{baseUrl?: string, url?: string, headers?: Record<string, string>,
+ * @param {{baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
  *          signal?: AbortSignal, fetch?: typeof fetch}} [options]
  *   `url`: the full address of the list route (`/api/conversations`), instead of `baseUrl`.
  */
@@ -431,7 +460,7 @@ export function listConversations({ limit, before } = {}, { baseUrl = '', url, .
 /**
  * Forgets a conversation on the server (idempotent); a running turn is stopped first.
  * @param {string} conversationId
- * @param {{baseUrl?: string, url?: string, headers?: Record<string, string>,
+ * @param {{baseUrl?: string, url?: string, apiKey?: string, headers?: Record<string, string>,
  *          signal?: AbortSignal, fetch?: typeof fetch}} [options]
  *   `url`: the conversation route's base (`/api/conversation`), instead of `baseUrl`.
  */
@@ -440,12 +469,27 @@ export function clearConversation(conversationId, { baseUrl = '', url, ...option
   return requestJson(`${routes}/${encodeURIComponent(conversationId)}`, 'DELETE', options);
 }
 
-async function requestJson(url, method, { headers, signal, fetch: fetchImpl = globalThis.fetch }) {
+async function requestJson(
+  url,
+  method,
+  { apiKey, headers, signal, fetch: fetchImpl = globalThis.fetch },
+  body = undefined,
+) {
   const init = { method, signal };
-  if (headers) init.headers = { ...headers };
+  const json = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  const sent = { ...json, ...withKey(headers, apiKey) };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  if (Object.keys(sent).length) init.headers = sent;
   const response = await fetchImpl(url, init);
   if (!response.ok) throw await errorFrom(response);
   return response.json();
+}
+
+/** `headers` with `Authorization: Bearer <apiKey>` added, unless they name an `Authorization`. */
+function withKey(headers, apiKey) {
+  if (!apiKey) return headers;
+  const own = Object.keys(headers ?? {}).some((name) => name.toLowerCase() === 'authorization');
+  return own ? headers : { Authorization: `Bearer ${apiKey}`, ...headers };
 }
 
 /** A `StreamChatError` from a refused request's `{"error": {"message", "code"}}` body. */
