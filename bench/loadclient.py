@@ -42,7 +42,11 @@ class Target:
     name: str
     port: int
     path: str
-    style: str  # "streamchat": {"message": ...}; "openai": a chat/completions body
+    # "streamchat": {"message": ...}; "openai": a chat/completions body ("openai-kept": with an
+    # `X-Conversation-Id` of a new conversation, for streamchat to keep); "aisdk": the AI SDK's
+    # `useChat` body (a new conversation id each time); "agui": an AG-UI `RunAgentInput` (a new
+    # thread each time)
+    style: str
     headers: tuple[tuple[str, str], ...] = ()
 
     def request(
@@ -52,17 +56,32 @@ class Target:
         body: dict[str, object]
         if conversation_id is not None:
             body = {"message": message, "conversationId": conversation_id}
-        elif self.style == "openai":
+        elif self.style in ("openai", "openai-kept"):
             body = {
                 "model": "bench/model",
                 "stream": True,
                 "stream_options": {"include_usage": True},
                 "messages": [{"role": "user", "content": message}],
             }
+        elif self.style == "aisdk":
+            body = {
+                "id": f"bench-{tag}",
+                "messages": [
+                    {"id": "u1", "role": "user", "parts": [{"type": "text", "text": message}]}
+                ],
+            }
+        elif self.style == "agui":
+            body = {
+                "threadId": f"bench-{tag}",
+                "runId": "r",
+                "messages": [{"id": "m", "role": "user", "content": message}],
+            }
         else:
             body = {"message": message}
         raw = json.dumps(body).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        if self.style == "openai-kept":  # streamchat keeps the history: a new conversation
+            extra += f"X-Conversation-Id: bench-{tag}\r\n"
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
             f"Content-Type: application/json\r\nAccept: text/event-stream\r\n{extra}"
@@ -127,6 +146,7 @@ class Load:
     stamp: bool = False
     frames: int = 0
     streams: int = 0
+    stream_frames: int = 0  # the frames of the streams that finished well
     errors: Counter[str] = field(default_factory=Counter)
     recording: bool = False  # stamps and TTFBs count only inside the measured window
     window_start: int = 0
@@ -158,6 +178,7 @@ class Load:
             self.errors[ex.error] += 1
             return
         self.streams += 1
+        self.stream_frames += ex.frames
 
     def first_token(self, ex: Exchange) -> None:
         if self.recording and not self.stopped and ex.t_sent >= self.window_start:

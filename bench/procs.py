@@ -505,6 +505,22 @@ def settings_names(code: Path) -> set[str]:
 
 
 REDIS_DB = 0  # streamchat-redis; the scenarios with processes of their own use others
+PROD_DB = 3  # streamchat-prod (1 and 2: the nginx and round-trip scenarios' processes)
+# Per-owner limits high enough never to refuse the bench's load (its busiest scenarios start a
+# few thousand turns a minute and hold about 1,000 at once), so that every check still runs on
+# every turn: turns per minute and concurrent turns at the start, tokens and cost at the end.
+LIMITS = {
+    "LIMIT_TURNS_PER_MINUTE": "1000000",
+    "LIMIT_CONCURRENT_TURNS": "100000",
+    "LIMIT_TOKENS_PER_DAY": "1000000000000",
+    "LIMIT_COST_PER_DAY": "1000000",
+    "ALLOWED_MODELS": "bench/model",  # the bench's model (DEFAULT_MODEL), so every request passes
+}
+
+
+def keys_settings(key: str) -> dict[str, str]:
+    """`AUTH=keys` with one owner, `bench`, and every limit set: what checking callers costs."""
+    return {"AUTH": "keys", "API_KEYS": f"bench:{key}", **LIMITS}
 
 
 def streamchat_server(
@@ -548,43 +564,86 @@ def build_servers(
 ) -> list[Server]:
     """streamchat, the floor, and the peers that bench/setup installed (or why they are missing).
 
-    `redis` is the run's Redis for `streamchat-redis` (None: it is left out, for the reason
-    `no_redis`).
+    `redis` is the run's Redis for `streamchat-redis` and `streamchat-prod` (None: they are
+    left out, for the reason `no_redis`). `streamchat-memory`, `streamchat-keys` and
+    `streamchat-prod` run only when named in `wanted`.
     """
     servers: list[Server] = []
     # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
     env = streamchat_env(upstream, streamchat_dir)
+    key = secrets.token_hex(16)  # 32 characters: the one API key of the servers with AUTH=keys
+    bearer = (("Authorization", f"Bearer {key}"),)
+    known = settings_names(streamchat_dir)
+    # Metrics may not be a setting of the streamchat measured yet: passed anyway (an unknown
+    # variable is ignored), and the report says whether it was one.
+    metrics = {"METRICS": "1", "METRICS_TOKEN": secrets.token_hex(16)}
+    metrics_note = "`METRICS=1`" + (
+        "" if "METRICS" in known else " (not a setting of this streamchat yet: ignored)"
+    )
+    redis_url = redis.url(REDIS_DB) if redis is not None else ""
+    prod_url = redis.url(PROD_DB) if redis is not None else ""
     # streamchat as it ships: every setting at its default but the upstream's, so the SQLite
     # store and the resume grace are measured. `python <snapshot>/app.py` imports the copied
     # package (the script's folder comes first on sys.path) whatever the working folder.
-    for name, store, about, opt_in in (
+    # (name, settings changed from the defaults, its Redis database or None, the report's
+    # description, runs only when named, headers its requests carry)
+    for name, changed, db, about, opt_in, headers in (
         (
             "streamchat",
             {},
+            None,
             "default settings: the SQLite store (`sqlite:///streamchat.db`, a new file for "
             "every start of the server), resume grace 30 s",
             False,
+            (),
         ),
         (
             "streamchat-redis",
-            {"STORE_URL": redis.url(REDIS_DB) if redis is not None else ""},
+            {"STORE_URL": redis_url},
+            REDIS_DB,
             "`STORE_URL=redis://127.0.0.1:<port>/0` on a `redis-server` the harness starts "
             "(no persistence, pinned with the load; emptied before every start of the server), "
             "otherwise the defaults: what several processes cost one",
             False,
+            (),
         ),
         (
             "streamchat-memory",
             {"STORE_URL": "memory://"},
+            None,
             "`STORE_URL=memory://`, otherwise the defaults: what the SQLite store costs",
             True,
+            (),
+        ),
+        (
+            "streamchat-keys",
+            keys_settings(key),
+            None,
+            "the defaults (SQLite) plus `AUTH=keys` (one key, sent as `Authorization: Bearer`) "
+            "and every limit set (turns per minute, concurrent turns, tokens and cost per day, "
+            "high enough never to refuse; `ALLOWED_MODELS=bench/model`): what checking callers "
+            "costs",
+            True,
+            bearer,
+        ),
+        (
+            "streamchat-prod",
+            {"STORE_URL": prod_url, **keys_settings(key), **metrics},
+            PROD_DB,
+            f"the production configuration: `STORE_URL=redis://127.0.0.1:<port>/{PROD_DB}` "
+            "(the harness's `redis-server`, emptied before every start; the limits are counted "
+            "there too), `AUTH=keys`, every limit set as `streamchat-keys`, " + metrics_note,
+            True,
+            bearer,
         ),
     ):
-        servers.append(streamchat_server(name, streamchat_dir, {**env, **store}, about, opt_in))
-        if store.get("STORE_URL", "").startswith("redis"):
-            servers[-1].redis, servers[-1].redis_db = redis, REDIS_DB
-        elif name == "streamchat-redis":
-            servers[-1].skipped = no_redis or "no Redis"
+        server = streamchat_server(name, streamchat_dir, {**env, **changed}, about, opt_in)
+        server.headers = headers
+        if db is not None:
+            server.redis, server.redis_db = redis, db
+            if redis is None:
+                server.skipped = no_redis or "no Redis"
+        servers.append(server)
     servers.append(
         Server(
             "floor",
@@ -622,11 +681,11 @@ def build_servers(
         vercel.skipped = "not installed: run bench/setup (npm install in bench/peers/vercel)"
     servers.append(vercel)
 
-    key = "sk-bench-" + secrets.token_hex(24)
+    master = "sk-bench-" + secrets.token_hex(24)
     litellm_env = _base_env()
     litellm_env.update(
         BENCH_UPSTREAM_BASE=upstream.base(),
-        LITELLM_MASTER_KEY=key,
+        LITELLM_MASTER_KEY=master,
         LITELLM_LOCAL_MODEL_COST_MAP="True",
         LITELLM_TELEMETRY="False",
     )
@@ -646,7 +705,7 @@ def build_servers(
         "/health/liveliness",
         "/v1/chat/completions",
         "openai",
-        (("Authorization", f"Bearer {key}"),),
+        (("Authorization", f"Bearer {master}"),),
         startup_timeout=90.0,
     )
     if not LITELLM.exists():

@@ -23,10 +23,16 @@ FLOOR = "floor"
 DEFAULT = "streamchat"  # streamchat with every default: the SQLite store, the resume grace
 MEMORY = "streamchat-memory"  # the same with STORE_URL=memory://
 REDIS = "streamchat-redis"  # the same with STORE_URL=redis://... (the harness's redis-server)
+KEYS = "streamchat-keys"  # the defaults plus AUTH=keys and every limit set
+PROD = "streamchat-prod"  # Redis, AUTH=keys, every limit, metrics: the production configuration
 # Issue 10's targets for the Redis store.
 REDIS_FLOOR_RATIO = 0.7  # throughput at least this times the floor's
 REDIS_EXTRA_P99_MS = 2.0  # token delay p99 at 200 paced streams at most this over SQLite's
 RESUME_P99_MS = 10.0  # first replayed event, p99
+PROTOCOL_RATIO = 0.9  # issue 12: each protocol's tokens/s at least this times the native's
+KEYS_RATIO = 0.95  # issue 11: auth and limit checks cost at most a few per cent of events/s
+PROD_FLOOR_RATIO = 0.9  # issue 15: the production configuration at least this times the floor
+NATIVE = "native"
 X = "\u00d7"  # the ratio sign, kept out of the source as ruff asks
 DASH = "\u2013"  # a missing figure
 HELD = "held"  # a server that keeps its turns going after the client left (the resume grace)
@@ -137,8 +143,9 @@ def report(data: Report) -> str:
         ),
         f"- repeats: {plan.reps} (throughput), {plan.lat_reps} (latency), {plan.scale_reps} "
         f"(scale), {plan.feature_reps} (features), {plan.abort_reps} (abort), "
-        f"{plan.resume_reps} (resume), {plan.nginx_reps} (nginx); servers alternate within each "
-        "repeat; figures are medians over the repeats",
+        f"{plan.resume_reps} (resume), {plan.nginx_reps} (nginx), {plan.reps} (protocols); "
+        "servers (and protocols) alternate within each repeat; figures are medians over the "
+        "repeats",
         "- the machine is shared and noisy: treat figures as provisional, compare ratios",
         *(f"- {name}: {about}" for name, about in data.about.items() if name in names),
         "",
@@ -194,6 +201,10 @@ def report(data: Report) -> str:
         lines += _roundtrip_table(data)
     if res.get("nginx", {}).get("throughput"):
         lines += _nginx_table(data)
+    if res.get("protocols"):
+        lines += _protocol_table(data)
+    if any(name in data.servers for name in (KEYS, PROD)):
+        lines += _config_section(data, names)
     if _has_both(res, REDIS):
         lines += _redis_section(data)
     if _has_both(res):
@@ -237,13 +248,14 @@ def _latency_table(data: Report, names: list[str]) -> list[str]:
             added = {k: _minus(m[k], b[k]) for k in b}
             direct = name == "upstream (direct)"
             lines.append(
-                f"| {name} | {label} | {fmt(m['ttfb_p50'], 2)} ms | {fmt(m['ttfb_p99'], 2)} ms | "
+                f"| {name} | {label} | {_unit(m['ttfb_p50'], 2, ' ms')} | "
+                f"{_unit(m['ttfb_p99'], 2, ' ms')} | "
                 + (
                     f"{DASH} | {DASH} | "
                     if direct
                     else f"{fmt(added['ttfb_p50'], 2)} | {fmt(added['ttfb_p99'], 2)} | "
                 )
-                + f"{fmt(m['delay_p50'], 2)} ms | {fmt(m['delay_p99'], 2)} ms | "
+                + f"{_unit(m['delay_p50'], 2, ' ms')} | {_unit(m['delay_p99'], 2, ' ms')} | "
                 + (
                     f"{DASH} | {DASH} | "
                     if direct
@@ -685,6 +697,164 @@ def _nginx_table(data: Report) -> list[str]:
         "does (the scheduler shares a core per thread), so events/s above 1.00"
         f"{X} here is the machine, not streamchat: compare the CPU per 1k events, and the "
         "*streamchat CPU* column (how much of core 0 each process had).",
+        "",
+    ]
+    return lines
+
+
+PROTOCOL_REQUESTS = {
+    NATIVE: '`POST /api/stream {"message"}`',
+    "ai-sdk": '`POST /api/chat {"id": <new>, "messages": [<UI message>]}`',
+    "openai": '`POST /v1/chat/completions {"model", "messages", "stream": true}`',
+    "openai-kept": "the same with `X-Conversation-Id: <new>` (streamchat keeps the history)",
+    "ag-ui": '`POST /api/agui {"threadId": <new>, "runId", "messages"}`',
+}
+
+
+def _protocol_table(data: Report) -> list[str]:
+    """Issue 12: each protocol's throughput against the native dialect's, on one server."""
+    plan, lines = data.plan, []
+    for server, table in data.results["protocols"].items():
+        native = [r for r in table.get(NATIVE, []) if "failed" not in r]
+        n_tps, n_cpu = med(native, "tokens_per_s"), med(native, "cpu_ms_per_1k_tokens")
+        lines += [
+            f"## 9. The protocols: {server}, {plan.tp_clients} clients, back-to-back "
+            f"{plan.tp_tokens}-token replies asked in each protocol in turn",
+            "",
+            f"| protocol | request | frames / reply | frames/s | tokens/s | {X} native | "
+            f"tokens/s, upstream's count | CPU ms / 1k tokens | {X} native | server CPU | "
+            f"at least {PROTOCOL_RATIO:.1f}{X} native | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for protocol, trials in table.items():
+            rows = [r for r in trials if "failed" not in r]
+            if not rows:
+                failed = trials[0].get("failed", "") if trials else ""
+                lines.append(f"| {protocol} | failed: {failed} | | | | | | | | | | |")
+                continue
+            tps, cpu = med(rows, "tokens_per_s"), med(rows, "cpu_ms_per_1k_tokens")
+            errors = sum(r.get("errors", 0) for r in rows)
+            met = (
+                DASH
+                if protocol == NATIVE or tps is None or not n_tps
+                else _met(tps >= PROTOCOL_RATIO * n_tps and errors == 0)
+            )
+            lines.append(
+                f"| {protocol} | {PROTOCOL_REQUESTS.get(protocol, '')} | "
+                f"{fmt(med(rows, 'frames_per_stream'), 1)} | {fmt(med(rows, 'events_per_s'), 0)} | "
+                f"{fmt(tps, 0)} | {ratio(tps, n_tps)} | "
+                f"{fmt(med(rows, 'upstream_tokens_per_s'), 0)} | {fmt(cpu, 1)} | "
+                f"{ratio(cpu, n_cpu)} | {fmt(_pc(med(rows, 'server_cpu_util')), 0)}% | {met} | "
+                f"{errors} |"
+            )
+        kinds: dict[str, int] = {}
+        for trials in table.values():
+            for row in trials:
+                for kind, count in row.get("error_kinds", {}).items():
+                    kinds[kind] = kinds.get(kind, 0) + count
+        if kinds:
+            listed = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
+            lines += ["", f"Errors by kind: {listed}."]
+        lines += [
+            "",
+            "Scenario 1's load on one server, the protocols alternating within each repeat. Each "
+            "protocol wraps the same tokens in frames of its own (the AI SDK: a `text-delta` "
+            "part per token plus its `start`, step, text and `finish` parts and `[DONE]`; "
+            "OpenAI: a chunk per token plus its role, finish and usage chunks and `[DONE]`; "
+            "AG-UI: a `TEXT_MESSAGE_CONTENT` per token between `RUN_STARTED` and "
+            "`RUN_FINISHED`), so frames per second do not compare. *tokens/s* does: the "
+            "upstream's tokens delivered to the clients, frames/s times the tokens of a reply "
+            f"({plan.tp_tokens}) over the frames of a whole reply (*frames / reply*, measured). "
+            "*Upstream's count* is the replies the upstream served in the same window times "
+            "their tokens, a check on it (it counts a reply when it is written, so it moves in "
+            "steps of a reply). CPU is the server's, per 1,000 upstream tokens. The target "
+            f"(issue 12): every protocol at least {PROTOCOL_RATIO:.1f}{X} the native dialect's "
+            "tokens/s, with no errors. *Server CPU* is the share of its core the server had: "
+            "when it differs much between rows, the machine, not the protocol, set the "
+            "tokens/s, and the CPU per 1,000 tokens is the figure to read. "
+            "*openai* sends no conversation id, so streamchat keeps "
+            "nothing (the request's `messages` are the whole history); *openai-kept* is the "
+            "same request with `X-Conversation-Id`, stored as the other protocols' turns are.",
+            "",
+        ]
+    return lines
+
+
+def _config_section(data: Report, names: list[str]) -> list[str]:
+    """Issues 11 and 15: streamchat with callers checked, and as it would run in production."""
+    res = data.results
+    tp = res.get("throughput", {}).get("text", {})
+    c200 = res.get("latency", {}).get("c200", {})
+    base99 = med(c200.get("upstream (direct)", []), "delay_p99")
+    order = [DEFAULT, KEYS, REDIS, PROD, FLOOR]
+    shown = [n for n in order if n in names and (n in tp or n in c200)]
+    if not shown:
+        return []
+    eps = {n: med(tp.get(n, []), "events_per_s") for n in shown}
+    cpu = {n: med(tp.get(n, []), "cpu_ms_per_1k") for n in shown}
+    clients = data.plan.lat200_clients
+    lines = [
+        "## Configurations: callers checked, and production",
+        "",
+        f"| server | events/s | {X} floor | {X} {DEFAULT} | CPU ms / 1k events | "
+        f"{X} {DEFAULT} | server CPU | Redis CPU ms / 1k events | added token delay p99, "
+        f"{clients} streams | added TTFB p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in shown:
+        rows = [r for r in tp.get(name, []) if "failed" not in r]
+        lat = [r for r in c200.get(name, []) if "failed" not in r]
+        added = _minus(med(lat, "delay_p99"), base99)
+        ttfb = _minus(med(lat, "ttfb_p99"), med(c200.get("upstream (direct)", []), "ttfb_p99"))
+        errors = sum(r.get("errors", 0) for r in rows) + sum(r.get("errors", 0) for r in lat)
+        lines.append(
+            f"| {name} | {fmt(eps[name], 0)} | {ratio(eps[name], eps.get(FLOOR))} | "
+            f"{ratio(eps[name], eps.get(DEFAULT))} | {fmt(cpu[name], 1)} | "
+            f"{ratio(cpu[name], cpu.get(DEFAULT))} | "
+            f"{_unit(_pc(med(rows, 'server_cpu_util')), 0, '%')} | "
+            f"{fmt(med(rows, 'side_cpu_ms_per_1k'), 1)} | {_unit(added, 2, ' ms')} | "
+            f"{_unit(ttfb, 2, ' ms')} | {errors} |"
+        )
+    targets: list[str] = []
+    keys, default = eps.get(KEYS), eps.get(DEFAULT)
+    if keys is not None and default:
+        change = (keys / default - 1) * 100
+        targets.append(
+            f"| auth and limit checks cost at most a few per cent (issue 11): `{KEYS}` at least "
+            f"{KEYS_RATIO:.2f}{X} `{DEFAULT}`'s events/s | {keys / default:.2f}{X} "
+            f"({change:+.1f}% events/s; CPU per event {ratio(cpu.get(KEYS), cpu.get(DEFAULT))}) "
+            f"| {_met(keys >= KEYS_RATIO * default)} |"
+        )
+    prod, floor = eps.get(PROD), eps.get(FLOOR)
+    if prod is not None and floor:
+        targets.append(
+            f"| production at least {PROD_FLOOR_RATIO:.1f}{X} the floor (issue 15): `{PROD}` | "
+            f"{prod / floor:.2f}{X} (CPU per event {ratio(cpu.get(PROD), cpu.get(FLOOR))}) | "
+            f"{_met(prod >= PROD_FLOOR_RATIO * floor)} |"
+        )
+    redis = eps.get(REDIS)
+    if prod is not None and redis:
+        targets.append(
+            f"| what auth, limits and metrics cost on Redis: `{PROD}` against `{REDIS}` | "
+            f"{prod / redis:.2f}{X} events/s, CPU per event "
+            f"{ratio(cpu.get(PROD), cpu.get(REDIS))} | {DASH} |"
+        )
+    if targets:
+        lines += ["", "| target | measured | |", "|---|---|---|", *targets]
+    lines += [
+        "",
+        f"The figures of scenarios 1 and 2 for each configuration side by side. `{KEYS}` is "
+        f"`{DEFAULT}` with `AUTH=keys` (every request carries `Authorization: Bearer <key>`) and "
+        "every limit set, high enough never to refuse a turn, so every check runs on every "
+        f"turn; against `{DEFAULT}` it reads what checking callers costs. `{PROD}` adds the "
+        "Redis store (limits counted in Redis) and metrics; its Redis is a service of its own "
+        "on core 1, so Redis's CPU is the column apart, not in the server's CPU per event. "
+        "*Added* latency is the server's p99 minus the upstream's own (scenario 2's first "
+        "row). Errors (a `401` or a `429` would be one) are scenario 1's and 2's together. "
+        "*Server CPU* is the share of its core the server had in scenario 1: well under 100% "
+        "means the machine was busy with other work and events/s say little; read the CPU per "
+        "1,000 events. A difference of a few per cent is within the noise of one run on a "
+        "shared machine: repeat before reading one.",
         "",
     ]
     return lines

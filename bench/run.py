@@ -25,9 +25,14 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
    tool), counted by a relay between a streamchat process and Redis.
 8. nginx (streamchat-redis): two processes on one Redis behind nginx (README.md's configuration)
    against one process: events/s, and resumes that land on either process.
+9. protocols (streamchat): scenario 1's load asked in each protocol (native, AI SDK, OpenAI,
+   AG-UI) in turn: upstream tokens delivered per second and server CPU per 1,000 tokens, against
+   the native dialect's.
 
-streamchat-redis runs on a redis-server the harness starts on a free port (pinned with the load);
-it is left out, saying why, when redis-server or redis-py is missing.
+streamchat-redis and streamchat-prod (Redis, AUTH=keys, every limit, metrics; only when named)
+run on a redis-server the harness starts on a free port (pinned with the load); they are left
+out, saying why, when redis-server or redis-py is missing. streamchat-keys (only when named) is
+the default configuration with AUTH=keys and every limit set.
 
 Then a py-spy profile of streamchat under scenario 1. Results: printed, and written to
 bench/RESULTS.md (every figure in bench/out/RESULTS.json).
@@ -80,11 +85,13 @@ from profile_report import summarize_profile
 from redisproxy import CountingProxy
 from report import Report, brief, machine, report
 from scenarios import (
+    PROTOCOLS,
     QUICK,
     ROUND_TRIP_KINDS,
     Plan,
     _latency_of,
     abort_trial,
+    protocol_trial,
     resume_trial,
     roundtrip_trial,
     scale_trial,
@@ -139,6 +146,7 @@ class Run:
             "resume": {},
             "roundtrips": {},
             "nginx": {},
+            "protocols": {},
         }
         self.notes: list[str] = []
         self.profile: dict[str, Any] | None = None
@@ -195,8 +203,10 @@ class Run:
                 self.notes.append(f"{server.name} used {idle * 100:.0f}% of a core while idle.")
 
     async def start_redis(self) -> str | None:
-        """The run's Redis, when streamchat-redis is in it; else why not (None: not wanted)."""
-        if self.args.servers and "streamchat-redis" not in self.args.servers:
+        """The run's Redis, when a server on Redis is in it; else why not (None: not wanted)."""
+        if self.args.servers and not {"streamchat-redis", "streamchat-prod"} & set(
+            self.args.servers
+        ):
             return None
         missing = redis_missing()
         if missing is not None:
@@ -374,7 +384,8 @@ class Run:
                 lambda s: resume_trial(s.target, up, plan),
                 resumable,
             )
-        on_redis = next((s for s in self.live() if s.redis is not None), None)
+        # streamchat-redis's settings (streamchat-prod's would need its key on every request).
+        on_redis = next((s for s in self.live() if s.name == "streamchat-redis"), None)
         if self.wants("roundtrips"):
             log("7. Redis round trips per turn")
             if on_redis is None:
@@ -387,8 +398,33 @@ class Run:
                 self.notes.append("No nginx scenario: streamchat-redis is not in this run.")
             else:
                 await self.run_nginx(on_redis)
+        if self.wants("protocols"):
+            await self.run_protocols()
         if self.wants("profile") and not self.args.no_profile:
             await self.run_profile()
+
+    async def run_protocols(self) -> None:
+        """Scenario 1's load on streamchat, asked in each protocol in turn, repeated."""
+        server = next((s for s in self.live() if s.name == "streamchat"), None)
+        log("9. the protocols: " + (server.name if server else "streamchat is not in this run"))
+        if server is None:
+            self.notes.append("No protocol comparison: streamchat is not in this run.")
+            return
+        plan, up = self.plan, self.upstream
+        up.configure(mode="text", tokens=plan.tp_tokens, pace_ms=0, stamp=False)
+        table = self.results["protocols"].setdefault(server.name, {})
+        for rep in range(plan.reps):
+            for protocol, _, _ in PROTOCOLS:
+                if server.skipped or not self.ensure_alive(server, "protocols"):
+                    return
+                result = await self.trial(
+                    server,
+                    "protocols",
+                    functools.partial(protocol_trial, protocol=protocol, upstream=up, plan=plan),
+                )
+                table.setdefault(protocol, []).append(result)
+                log(f"  protocols/{protocol} rep {rep + 1}: {brief(result)}")
+                await asyncio.sleep(0.5)
 
     async def run_roundtrips(self, model: Server) -> None:
         """A streamchat process of its own, talking to Redis through a counting relay."""
@@ -637,13 +673,14 @@ def main() -> int:
         nargs="*",
         default=[],
         help="only these (streamchat streamchat-redis floor vercel-ai-sdk litellm-proxy; also "
-        "streamchat-memory, which runs only when named)",
+        "streamchat-memory, streamchat-keys and streamchat-prod, which run only when named)",
     )
     parser.add_argument(
         "--scenarios",
         nargs="*",
         default=[],
-        help="only these (throughput latency scale features abort resume roundtrips nginx profile)",
+        help="only these (throughput latency scale features abort resume roundtrips nginx "
+        "protocols profile)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")

@@ -130,9 +130,10 @@ async def throughput_trial(
         for i in range(clients or plan.tp_clients)
     ]
 
-    def readings() -> tuple[int, int, int, list[float], float, float, float, float]:
+    def readings() -> tuple[int, int, int, list[float], float, float, float, int, float]:
         """Frames, streams and errors so far; CPU seconds of each server process, of the
-        side processes, the upstream and this process; the time."""
+        side processes, the upstream and this process; the replies the upstream served; the
+        time."""
         return (
             load.frames,
             load.streams,
@@ -141,13 +142,14 @@ async def throughput_trial(
             sum(cpu_seconds(p) for p in side_pids),
             cpu_seconds(upstream.pid),
             own_cpu_seconds(),
+            upstream.stats()["completed"],
             time.monotonic(),
         )
 
     await asyncio.sleep(plan.tp_warmup)
-    f0, s0, e0, c0, d0, u0, l0, t0 = readings()
+    f0, s0, e0, c0, d0, u0, l0, r0, t0 = readings()
     await asyncio.sleep(plan.tp_seconds)
-    f1, s1, e1, c1, d1, u1, l1, t1 = readings()
+    f1, s1, e1, c1, d1, u1, l1, r1, t1 = readings()
     load.close_all()
     await _gather_bounded(workers, 5.0)
     wall, events = t1 - t0, f1 - f0
@@ -156,6 +158,9 @@ async def throughput_trial(
     result: dict[str, Any] = {
         "events_per_s": events / wall,
         "streams_per_s": (s1 - s0) / wall,
+        # Every stream that finished well, warm-up included: what one reply is on the wire.
+        "frames_per_stream": load.stream_frames / load.streams if load.streams else None,
+        "upstream_replies_per_s": (r1 - r0) / wall,
         "cpu_ms_per_1k": cpu * 1000 / (events / 1000) if events else None,
         "server_cpu_util": cpu / wall,
         "core1_util": ((u1 - u0) + (l1 - l0) + side) / wall,
@@ -530,4 +535,49 @@ async def roundtrip_trial(
         "idle_round_trips_per_s": float(idle),
         "commands": _per(sent.commands, done),
         "redis_commands": _per(+ran, done),
+    }
+
+
+# --- scenario 9: the four protocols on one server --------------------------------------------
+
+# (key, path, the load client's request style): one streamchat, each protocol's request.
+# `openai-kept` is the OpenAI request with `X-Conversation-Id`: without it streamchat keeps
+# nothing (the request's `messages` are the whole history), with it the turn is stored as every
+# other protocol's is, so that row does the same work as the others.
+PROTOCOLS = (
+    ("native", "/api/stream", "streamchat"),
+    ("ai-sdk", "/api/chat", "aisdk"),
+    ("openai", "/v1/chat/completions", "openai"),
+    ("openai-kept", "/v1/chat/completions", "openai-kept"),
+    ("ag-ui", "/api/agui", "agui"),
+)
+
+
+async def protocol_trial(
+    server: Server, protocol: str, upstream: Upstream, plan: Plan
+) -> dict[str, Any]:
+    """Scenario 1's load on `server`, asked in one protocol, in upstream tokens.
+
+    Each protocol writes its own frames around the same tokens (the AI SDK's `text-delta` is
+    one frame per token plus its start and end parts; OpenAI's chunk; AG-UI's
+    `TEXT_MESSAGE_CONTENT`), so frames per second do not compare. Tokens delivered per second
+    do: frames per second times the upstream's tokens per reply over the frames of one whole
+    reply (both measured here). The upstream's own count (replies served times tokens) is kept
+    beside it as a check.
+    """
+    _, path, style = next(p for p in PROTOCOLS if p[0] == protocol)
+    target = Target(f"{server.name} {protocol}", server.port, path, style, server.headers)
+    result = await throughput_trial(target, server.pid, upstream, plan, side_pids=server.side_pids)
+    frames = result["frames_per_stream"]
+    tokens_per_s = result["events_per_s"] * plan.tp_tokens / frames if frames else None
+    return {  # the figures of this scenario first, as the run's log shows the first few
+        "protocol": protocol,
+        "tokens_per_s": tokens_per_s,
+        "cpu_ms_per_1k_tokens": (
+            result["server_cpu_util"] * 1e6 / tokens_per_s if tokens_per_s else None
+        ),
+        "errors": result["errors"],
+        "frames_per_stream": frames,
+        "upstream_tokens_per_s": result["upstream_replies_per_s"] * plan.tp_tokens,
+        **result,
     }
