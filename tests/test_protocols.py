@@ -258,3 +258,32 @@ async def test_a_turn_of_any_protocol_is_stoppable_from_the_native_route(
                 assert (await stop.json())["stopped"] is True
             rest = await asyncio.wait_for(response.read(), 5)
     assert b'"finishReason":"cancelled"' in rest
+
+
+TEXTS = ["Hello", 'quote " and \\ backslash', "line\nbreak\r\ttab", "é 🚀 日本 \u2028 \x00 \x1f"]
+
+
+def frames(raw: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in raw.split(b"\n\n") if line.startswith(b"data: {")]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_the_fast_text_frames_are_byte_for_byte_the_general_ones(text: str) -> None:
+    from streamchat.events import TextChunk
+    from streamchat.protocols import agui as agui_protocol
+    from streamchat.protocols import aisdk as aisdk_protocol
+    from streamchat.protocols import openai as openai_protocol
+
+    sdk = aisdk_protocol.AiSdkEncoder("c").encode(1, 0, [TextChunk(text)], [0.0])
+    assert sdk.endswith(aisdk_protocol.part({"type": "text-delta", "id": "text-1", "delta": text}))
+    ag = agui_protocol.AguiEncoder("t", "r").encode(1, 0, [TextChunk(text)], [0.0])
+    assert ag.endswith(
+        agui_protocol._event({"type": "TEXT_MESSAGE_CONTENT", "messageId": "r-1", "delta": text})
+    )
+    chunks = openai_protocol.ChunkEncoder("m", False)
+    oa = chunks.encode(1, 0, [TextChunk(text)], [0.0])
+    assert oa.endswith(chunks._chunk({"content": text}))
+    assert [f["choices"][0]["delta"] for f in frames(oa)] == [
+        {"role": "assistant", "content": ""},
+        {"content": text},
+    ]

@@ -66,6 +66,10 @@ async def serve(
                         await writer.write(data)
             except ConnectionResetError:
                 log.info("a reader of conversation %s left mid-stream", turn_log.conversation_id)
+            except Exception:
+                # A bug in an encoder: end this reader's stream rather than leave it hanging
+                # (the turn itself, and its other readers, go on).
+                log.exception("could not encode conversation %s's events", turn_log.conversation_id)
         return response
     finally:
         if turn is not None:

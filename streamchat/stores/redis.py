@@ -188,7 +188,7 @@ class RedisStore:
         prefix: str = "streamchat:",
         timeout_seconds: float = 2.0,
         unavailable_after_seconds: float = 5.0,
-        max_connections: int = 64,
+        max_connections: int = 256,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if "{" in prefix or "}" in prefix:

@@ -78,13 +78,18 @@ class RedisCounters:
         self._expiry_ms = max(1, round(running_expiry_seconds * 1000))
         self._clock = clock
         try:
-            self._client = redis.asyncio.Redis.from_url(
+            # A blocking pool, as the store's: at hundreds of turns at once, a call waits for a
+            # connection (up to the timeout) instead of failing "Too many connections".
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
+                max_connections=256,
+                timeout=timeout_seconds,
                 socket_connect_timeout=timeout_seconds,
                 socket_timeout=timeout_seconds,
                 retry=Retry(NoBackoff(), 0),  # a retried INCR could count twice
                 decode_responses=True,
             )
+            self._client = redis.asyncio.Redis.from_pool(pool)
         except ValueError as exc:
             raise StoreError(f"STORE_URL is not a Redis URL redis-py understands: {exc}") from None
         self._admit = self._client.register_script(ADMIT)
