@@ -464,15 +464,18 @@ def _log_end(
         "first_event_ms": round(first * 1000, 1) if first is not None else None,
         "model": request.model,
     }
-    words = [f"turn {turn.number} of conversation {request.conversation_id}: {outcome}"]
-    words.append(f"in {seconds:.2f} s" + (f" (first event {first:.2f} s)" if first else ""))
+    words = [f"turn {turn.number} of conversation {request.conversation_id}: {outcome} in "]
+    words[0] += f"{seconds:.2f} s" + (f" (first event after {first:.2f} s)" if first else "")
     if usage is not None:
         fields |= {
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cost": usage.cost,
         }
-        words.append(f"{request.model} {usage.prompt_tokens}+{usage.completion_tokens} tokens")
+        spent = f", ${usage.cost:.6f}" if usage.cost is not None else ""
+        words.append(
+            f"{request.model}: {usage.prompt_tokens}+{usage.completion_tokens} tokens{spent}"
+        )
     if content:  # LOG_CONTENT=1 only: what the user asked and what streamed back
         answer = "".join(e.text for e in turn.log.events if type(e) is TextChunk)
         fields |= {"prompt": request.message, "answer": answer}

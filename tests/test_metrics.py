@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamchat.settings import Settings
-from tests.conftest import MakeClient, stream
+from tests.conftest import ROOT, MakeClient, stream
 from tests.fake_upstream import USAGE, FakeUpstream, HttpError, paced, text_reply, tool_reply
 
 Client = TestClient[Any, Any]
@@ -222,3 +224,20 @@ async def test_process_metrics_are_exposed_too(client: Client) -> None:
     names = (await scrape(client)).names()
 
     assert "process_resident_memory_bytes" in names or "python_gc_objects_collected_total" in names
+
+
+async def test_the_grafana_dashboard_is_json_whose_queries_name_metrics_the_server_has(
+    client: Client, upstream: FakeUpstream
+) -> None:
+    upstream.add(tool_reply(("call_1", "multiply", {"a": 6, "b": 7})), text_reply("42"))
+    await stream(client, "6 times 7?")
+    exposed = (await scrape(client)).names()
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    named = {name for expr in exprs for name in re.findall(r"\bstreamchat_[a-z_]+", expr)}
+
+    assert dashboard["title"] == "streamchat" and dashboard["uid"]
+    assert all(panel["gridPos"]["w"] <= 24 for panel in dashboard["panels"])
+    assert len(named) >= 12
+    assert named <= exposed, named - exposed
