@@ -14,6 +14,7 @@ the lines here and in the turn runner add them only then.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -66,6 +67,11 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         response = await handler(request)
         status = response.status
+        if response.prepared:
+            # A stream: end it before its line is written, so that the client is not kept
+            # waiting for the last chunk by the log, and the duration covers the whole stream.
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write_eof()
         return response
     except web.HTTPException as exc:
         status = exc.status
