@@ -25,6 +25,7 @@ from prometheus_client import (
     GCCollector,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -39,6 +40,10 @@ from streamchat.stores.base import (
     Store,
     StoredConversation,
 )
+
+# The `_created` series (when each counter was made) double the exposition and tell an operator
+# nothing that Prometheus's own resets detection does not.
+disable_created_metrics()
 
 # Seconds. A first token usually comes within a second or two; whole turns with tools, minutes.
 FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
