@@ -43,7 +43,7 @@ from streamchat.stores.base import (
 
 # The `_created` series (when each counter was made) double the exposition and tell an operator
 # nothing that Prometheus's own resets detection does not.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Seconds. A first token usually comes within a second or two; whole turns with tools, minutes.
 FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from streamchat.logs import make_handler, request_id_from
+from streamchat.settings import Settings, SettingsError
 from streamchat.tools.calculator import register_calculator
 from streamchat.tools.registry import ToolRegistry
 from streamchat.toolsets.base import CombinedToolset
@@ -307,3 +308,17 @@ async def test_app_py_writes_json_lines_and_replaces_aiohttps_access_log(
     assert not [line for line in lines if line["logger"] == "aiohttp.access"]
     assert '"POST /api/stream HTTP/1.1"' not in output  # aiohttp's own access line
     assert PROMPT not in output
+
+
+def test_log_settings_are_checked_at_start_up() -> None:
+    assert Settings.from_env({"LOG_FORMAT": "JSON", "LOG_CONTENT": "1"}).log_format == "json"
+    assert Settings.from_env({"LOG_CONTENT": "yes"}).log_content is True
+    assert Settings.from_env({}).log_content is False
+    for env, named in (
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"LOG_CONTENT": "maybe"}, "LOG_CONTENT"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ):
+        with pytest.raises(SettingsError, match=named):
+            Settings.from_env(env)

@@ -241,3 +241,10 @@ async def test_the_grafana_dashboard_is_json_whose_queries_name_metrics_the_serv
     assert all(panel["gridPos"]["w"] <= 24 for panel in dashboard["panels"])
     assert len(named) >= 12
     assert named <= exposed, named - exposed
+
+
+def test_metrics_is_on_unless_set_to_0() -> None:
+    assert Settings.from_env({}).metrics is True
+    assert Settings.from_env({"METRICS": "0"}).metrics is False
+    assert Settings.from_env({"METRICS": "off"}).metrics is False
+    assert "s3cret" not in repr(Settings(metrics_token="s3cret"))
