@@ -34,10 +34,11 @@ from streamchat.turns import outcome_label
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("streamchat_request_id", default=None)
 HEADER = "X-Request-Id"
-_SANE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 # What a request leaves for its access line (typed keys from aiohttp 3.14 on, as in auth.py).
 _ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "streamchat.rid"
+_PREPARED: Any = web.RequestKey("prepared", int) if hasattr(web, "RequestKey") else "streamchat.st"
 TURN_LOG: Any = (
     web.RequestKey("turn_log", Followable) if hasattr(web, "RequestKey") else "streamchat.turn"
 )
@@ -51,7 +52,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def request_id_from(sent: str | None) -> str:
     """The caller's id when it is sane, else a new one."""
-    if sent is not None and _SANE_ID.match(sent):
+    if sent is not None and _SANE_ID.fullmatch(sent):
         return sent
     return uuid.uuid4().hex
 
@@ -84,9 +85,6 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     finally:
         _log_access(request, status, time.perf_counter() - started)
         REQUEST_ID.reset(token)
-
-
-_PREPARED: Any = web.RequestKey("prepared", int) if hasattr(web, "RequestKey") else "streamchat.st"
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -464,8 +464,11 @@ def _log_end(
         "first_event_ms": round(first * 1000, 1) if first is not None else None,
         "model": request.model,
     }
-    words = [f"turn {turn.number} of conversation {request.conversation_id}: {outcome} in "]
-    words[0] += f"{seconds:.2f} s" + (f" (first event after {first:.2f} s)" if first else "")
+    head = f"turn {turn.number} of conversation {request.conversation_id}: {outcome}"
+    head += f" in {seconds:.2f} s"
+    if first is not None:
+        head += f" (first event after {first:.2f} s)"
+    words = [head]
     if usage is not None:
         fields |= {
             "prompt_tokens": usage.prompt_tokens,

@@ -257,7 +257,7 @@ async def test_text_lines_carry_the_request_id_after_the_logger(
 
 
 @pytest.mark.parametrize(
-    "sent", [None, "", "has space", "x" * 129, "caf\u00e9", "new\nline"], ids=repr
+    "sent", [None, "", "has space", "x" * 129, "caf\u00e9", "new\nline", "trailing\n"], ids=repr
 )
 def test_an_insane_request_id_is_replaced(sent: str | None) -> None:
     made = request_id_from(sent)
