@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import logging
 import signal
 import sys
 from dataclasses import fields
@@ -14,15 +13,18 @@ from pathlib import Path
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
+from streamchat.appkeys import TRACING
 from streamchat.auth import describe_auth
 from streamchat.backends import choose_backend, describe_backend
+from streamchat.logs import configure_logging
 from streamchat.settings import Settings, SettingsError
 from streamchat.stores import StoreError
 from streamchat.toolsets.functions import ToolModuleError
 from streamchat.toolsets.mcp import McpConfigError
+from streamchat.tracing import describe_tracing
 from streamchat.web import STORE, create_app, describe_tools, drain
 
-SECRETS = {"openrouter_api_key", "api_keys", "jwt_secret"}
+SECRETS = {"openrouter_api_key", "api_keys", "jwt_secret", "metrics_token"}
 
 
 def settings_help() -> str:
@@ -57,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"streamchat: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     try:
         app = create_app(settings, backend=backend)
     except (StoreError, SettingsError, ToolModuleError, McpConfigError) as exc:
@@ -78,6 +77,7 @@ async def serve(app: web.Application, settings: Settings, about: list[str]) -> i
         app,
         handler_cancellation=True,  # a client that leaves stops reading its turn at once
         shutdown_timeout=5.0,
+        access_log=None,  # logs.request_log writes one line per request, with its id
     )
     try:
         await runner.setup()
@@ -100,6 +100,7 @@ async def serve(app: web.Application, settings: Settings, about: list[str]) -> i
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"streamchat listening on http://{host}:{settings.port}", flush=True)
     lines = [*about, f"store: {app[STORE].description}", *describe_auth(settings)]
+    lines += [*describe_metrics(settings), *describe_tracing(settings, app[TRACING])]
     for line in [*lines, *describe_tools(app)]:
         print(f"  {line}", flush=True)
 
@@ -113,6 +114,17 @@ async def serve(app: web.Application, settings: Settings, about: list[str]) -> i
     await drain(app)
     await runner.cleanup()
     return 0
+
+
+def describe_metrics(settings: Settings) -> list[str]:
+    if not settings.metrics:
+        return ["metrics: off (METRICS=0)"]
+    guard = (
+        "METRICS_TOKEN needed"
+        if settings.metrics_token
+        else "open to any caller that can reach the port"
+    )
+    return [f"metrics: GET /metrics ({guard})"]
 
 
 if __name__ == "__main__":

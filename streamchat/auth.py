@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # Where the middleware leaves the caller for `requests.owner_of()` (a typed key from aiohttp
 # 3.14 on, which warns about plain string keys; a string before it).
 OWNER: Any = web.RequestKey("owner", str) if hasattr(web, "RequestKey") else "streamchat.owner"
-# The paths anyone may fetch: the page, its files, the health check, the API's description.
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/favicon.ico"})
+# The paths anyone may fetch: the page, its files, the health check, the API's description, and
+# the metrics (which METRICS_TOKEN guards on its own).
+PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 # An owner is a name a store keys by: short, printable, one line.
 _PRINTABLE_OWNER = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")

@@ -14,9 +14,10 @@ import uuid
 
 from aiohttp import web
 
-from streamchat.appkeys import BACKEND, LIMITER, RUNNER, SETTINGS, STORE
+from streamchat.appkeys import BACKEND, LIMITER, METRICS, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.eventbus import Followable
+from streamchat.logs import TURN_LOG
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
     conversation_id_of,
@@ -50,7 +51,9 @@ async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
     limiter = app[LIMITER]
     limiter.check_model(turn.model, app[BACKEND].model)
     await limiter.admit(turn)  # nothing awaits after this before the runner owns the turn
-    return runner.start(turn)
+    running = runner.start(turn)
+    request[TURN_LOG] = running.log  # the access line tells how the turn ended
+    return running
 
 
 def model_of(request: web.Request, asked: str | None) -> str:
@@ -106,6 +109,9 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
     owner, conversation_id = owner_of(request), conversation_id_of(request)
     runner = app[RUNNER]
     after = last_event_id(request)
+    metrics = app[METRICS]
+    if metrics is not None:
+        (metrics.joins if after is None else metrics.resumes).inc()
     conversation = await app[STORE].load(owner, conversation_id)
     if conversation is None:
         raise no_conversation(conversation_id)
@@ -139,6 +145,9 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
 async def stop_turn(request: web.Request) -> web.Response:
     app = request.app
     owner, conversation_id = owner_of(request), conversation_id_of(request)
+    metrics = app[METRICS]
+    if metrics is not None:
+        metrics.stops.inc()
     conversation = await app[STORE].load(owner, conversation_id)
     if conversation is None:
         raise no_conversation(conversation_id)

@@ -461,6 +461,19 @@ def _paths() -> dict[str, Any]:
             }
         },
         **_protocol_paths(),
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (with `METRICS_TOKEN` set, as a bearer token)",
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors((401,)),
+                },
+            }
+        },
         "/health": {
             "get": {
                 "operationId": "health",

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streamchat.appkeys import BACKEND, LIMITER, RUNNER, SETTINGS, STORE
+from streamchat.appkeys import BACKEND, LIMITER, METRICS, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.events import Completion, ErrorEvent
 from streamchat.handlers import model_of, running_turn, start_turn
@@ -59,6 +59,9 @@ async def aisdk_chat(request: web.Request) -> web.StreamResponse:
 async def aisdk_resume(request: web.Request) -> web.StreamResponse:
     """`useChat({resume: true})`: the running turn replayed from its start, or 204."""
     owner, conversation_id = owner_of(request), conversation_id_of(request)
+    metrics = request.app[METRICS]
+    if metrics is not None:
+        metrics.resumes.inc()
     conversation = await request.app[STORE].load(owner, conversation_id)
     if conversation is None:
         return web.Response(status=204)

@@ -41,6 +41,11 @@ LOCAL_SYSTEM_PROMPT = (
 )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 class SettingsError(ValueError):
     """A setting has a value the server cannot use."""
 
@@ -81,6 +86,17 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # With Redis: how long a conversation stays held by a process that died mid-turn.
     lease_seconds: float = 20.0
+    # Seeing what it does (SPEC section 14): GET /metrics (on unless METRICS=0; with a token it
+    # needs Authorization: Bearer <token>), OpenTelemetry traces to an OTLP/HTTP endpoint (with
+    # the otel extra), and the logs: level, text or json lines, and whether prompts, answers and
+    # tool arguments and results may appear in them (never, unless LOG_CONTENT=1).
+    metrics: bool = True
+    metrics_token: str = dataclasses.field(default="", repr=False)
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "streamchat"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    log_content: bool = False
     # Per-owner limits, each off at 0 (counted in Redis when STORE_URL is redis://, so every
     # process shares them), and the models a request may name (comma-separated fnmatch
     # patterns such as google/*; empty allows any).
@@ -135,7 +151,6 @@ class Settings:
     artifact_fences: str = "auto"
     # Streaming.
     ping_interval_seconds: float = 15.0
-    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,7 +161,7 @@ class Settings:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field.name.upper(), raw, field.type)
-        for name in ("backend", "artifact_fences", "auth"):
+        for name in ("backend", "artifact_fences", "auth", "log_format"):
             if name in values:
                 values[name] = values[name].lower()
         return cls(**values).validated()
@@ -206,6 +221,15 @@ class Settings:
             raise SettingsError("JWT_LEEWAY_SECONDS must not be negative")
         if self.request_body_timeout_seconds <= 0:
             raise SettingsError("REQUEST_BODY_TIMEOUT_SECONDS must be more than 0")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(
+                f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
+        endpoint = self.otel_exporter_otlp_endpoint
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://")
         if self.lease_seconds < 1:
             raise SettingsError("LEASE_SECONDS must be at least 1")
         if not 0 < self.port < 65536:
@@ -225,6 +249,10 @@ class Settings:
 
 
 def _parse(name: str, raw: str, kind: object) -> object:
+    if kind in (bool, "bool"):
+        if raw.lower() not in _TRUE + _FALSE:
+            raise SettingsError(f"{name} must be 1 or 0, not {raw!r}")
+        return raw.lower() in _TRUE
     try:
         if kind in (int, "int"):
             return int(raw)

@@ -44,6 +44,10 @@ class Pinger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def __len__(self) -> int:
+        """The streams open now: every one registers its writer here."""
+        return len(self._writers)
+
     def add(self, writer: SSEWriter) -> None:
         self._writers.add(writer)
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from streamchat.conversations import Turn
 from streamchat.eventbus import EventBus
@@ -32,6 +32,7 @@ from streamchat.events import (
     ErrorEvent,
     Event,
     Terminal,
+    TextChunk,
     ToolCall,
     Usage,
 )
@@ -39,6 +40,10 @@ from streamchat.providers.base import Message, Stream
 from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
 from streamchat.stores.ephemeral import EphemeralStore
 from streamchat.toolsets.approval import Approvals
+
+if TYPE_CHECKING:
+    from streamchat.metrics import Metrics
+    from streamchat.tracing import Tracing, TurnSpan
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +101,14 @@ class TurnRunner:
         approval_timeout: float = 300.0,
         on_end: OnEnd | None = None,
         max_turn_seconds: float = 0.0,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        log_content: bool = False,
     ) -> None:
         self.store = store
+        self.metrics = metrics
+        self.tracing = tracing
+        self.log_content = log_content
         self.bus = bus
         self.on_end = on_end
         self.approvals = Approvals()
@@ -116,11 +127,18 @@ class TurnRunner:
         """Turns in flight, queued ones included."""
         return len(self._inflight)
 
+    def readers(self) -> int:
+        """Readers attached to the turns in flight here."""
+        return sum(turn.readers for turn in self._inflight)
+
     def start(self, request: TurnRequest) -> RunningTurn:
         """Queue a turn; the caller attaches as its first reader before yielding to the loop."""
         turn = RunningTurn(request)
         self._inflight.add(turn)
+        # The task copies this context: the request's id and trace span go with the turn.
         turn.task = asyncio.create_task(self._run(turn), name="turn")
+        if self.metrics is not None:
+            self.metrics.turns_started.inc()
         return turn
 
     def running(self, owner: str, conversation_id: str) -> RunningTurn | None:
@@ -232,6 +250,9 @@ class TurnRunner:
         terminal: Terminal | None = None
         store = self.store if request.history is None else EphemeralStore(request.history)
         state: Turn | None = None
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.start_turn(request.conversation_id, request.model)
         try:
             async with store.lock(*key):
                 if turn.stop_reason is not None:
@@ -294,6 +315,7 @@ class TurnRunner:
                     self.retained.add(turn.log)
                 if self._running.get(key) is turn:
                     del self._running[key]
+                self._observe_end(turn, terminal, state.usage if state else None, span)
 
     async def _pump(self, turn: RunningTurn, state: Turn) -> Terminal:
         """Run the pipeline into the log until its terminal event; a stop ends it early."""
@@ -344,6 +366,23 @@ class TurnRunner:
             log.exception("turn %d of conversation %s failed", state.number, state.conversation_id)
             return ErrorEvent("The server failed to finish this reply.", "internal")
         return ErrorEvent("The reply ended unexpectedly.", "internal")
+
+    def _observe_end(
+        self, turn: RunningTurn, terminal: Terminal, usage: Usage | None, span: TurnSpan | None
+    ) -> None:
+        """The turn's metrics, the end of its span, and its one log line."""
+        outcome = outcome_label(terminal)
+        seconds = time.monotonic() - turn.created
+        events = turn.log.events
+        # The first event is what the reader saw first (text, a tool call, an artifact); a log
+        # of the terminal event alone had none.
+        first = turn.log.elapsed_ms[0] / 1000 if len(events) > 1 else None
+        if self.metrics is not None:
+            self.metrics.turn_ended(outcome, seconds, first, turn.request.model, usage)
+        if span is not None:
+            span.end(turn.number, outcome, usage)
+        if log.isEnabledFor(logging.INFO):
+            _log_end(turn, outcome, seconds, first, usage, self.log_content)
 
     async def _tell_end(self, turn: RunningTurn, terminal: Terminal, usage: Usage | None) -> None:
         """Call `on_end`; its failure is logged and never reaches the turn's readers."""
@@ -420,6 +459,54 @@ class TurnRunner:
         if turn.task is not None and not turn.task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(turn.task)
+
+
+def outcome_label(terminal: Event | None) -> str:
+    """A turn's outcome as metrics and logs name it: completed, cancelled or error:<code>."""
+    if isinstance(terminal, Completion):
+        return "cancelled" if terminal.finish_reason == "cancelled" else "completed"
+    if isinstance(terminal, ErrorEvent):
+        return f"error:{terminal.code}"
+    return "unfinished"
+
+
+def _log_end(
+    turn: RunningTurn,
+    outcome: str,
+    seconds: float,
+    first: float | None,
+    usage: Usage | None,
+    content: bool,
+) -> None:
+    request = turn.request
+    fields: dict[str, Any] = {
+        "conversation_id": request.conversation_id,
+        "turn": turn.number or None,
+        "outcome": outcome,
+        "duration_ms": round(seconds * 1000, 1),
+        "first_event_ms": round(first * 1000, 1) if first is not None else None,
+        "model": request.model,
+    }
+    head = f"turn {turn.number} of conversation {request.conversation_id}: {outcome}"
+    head += f" in {seconds:.2f} s"
+    if first is not None:
+        head += f" (first event after {first:.2f} s)"
+    words = [head]
+    if usage is not None:
+        fields |= {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost": usage.cost,
+        }
+        spent = f", ${usage.cost:.6f}" if usage.cost is not None else ""
+        words.append(
+            f"{request.model}: {usage.prompt_tokens}+{usage.completion_tokens} tokens{spent}"
+        )
+    if content:  # LOG_CONTENT=1 only: what the user asked and what streamed back
+        answer = "".join(e.text for e in turn.log.events if type(e) is TextChunk)
+        fields |= {"prompt": request.message, "answer": answer}
+        words.append(f"prompt {request.message!r} answer {answer!r}")
+    log.info("; ".join(words), extra={"fields": fields})
 
 
 def _terminal_for(turn: RunningTurn, state: Turn | None) -> Terminal:

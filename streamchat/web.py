@@ -3,7 +3,9 @@
 The handlers of the API live in `handlers.py`; this module wires them, `/health`, and the chat
 page to an app that owns one `aiohttp.ClientSession` (made in `cleanup_ctx`, reused by every
 upstream call), the store, and the turn runner, and drains running turns on shutdown. Every
-request passes the callers middleware of `auth.py` first (host, browser origin, caller).
+request gets its id and access line (`logs.py`) and, with tracing on, its span (`tracing.py`),
+then passes the callers middleware of `auth.py` (host, browser origin, caller). `/metrics`
+serves the app's own registry (`metrics.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from streamchat.appkeys import (
     BACKEND,
     LIMITER,
     MCP_SERVERS,
+    METRICS,
     PINGER,
     PROVIDER,
     RUNNER,
@@ -27,6 +30,7 @@ from streamchat.appkeys import (
     SETTINGS,
     STORE,
     TOOLS,
+    TRACING,
 )
 from streamchat.auth import add_callers
 from streamchat.backends import (
@@ -49,6 +53,8 @@ from streamchat.handlers import (
     stream_chat,
 )
 from streamchat.limits import Limiter, make_limiter, picker_models
+from streamchat.logs import add_request_id, request_log
+from streamchat.metrics import Metrics, TimedStore
 from streamchat.openapi import openapi_json
 from streamchat.page import add_page_routes
 from streamchat.pipeline import compose_turn
@@ -63,6 +69,8 @@ from streamchat.tools.registry import ToolRegistry
 from streamchat.toolsets.base import CombinedToolset, Tools
 from streamchat.toolsets.functions import FunctionToolset, load_tool_modules
 from streamchat.toolsets.mcp import McpToolset, load_mcp_config
+from streamchat.toolsets.observed import ObservedTools
+from streamchat.tracing import Tracing, make_tracing
 from streamchat.turns import TurnRunner
 
 __all__ = ["BACKEND", "PROVIDER", "RUNNER", "SESSION", "SETTINGS", "STORE", "TOOLS", "create_app"]
@@ -146,6 +154,17 @@ def describe_tools(app: web.Application) -> list[str]:
     return lines
 
 
+def watch(app: web.Application, metrics: Metrics) -> None:
+    """The gauges and counts that are read only when Prometheus scrapes."""
+    runner = app[RUNNER]
+    metrics.watch(
+        open_streams=lambda: len(app[PINGER]),
+        readers=runner.readers,
+        turns=lambda: len(runner),
+        retries=lambda: int(getattr(app.get(PROVIDER), "retries", 0)),
+    )
+
+
 async def drain(app: web.Application) -> None:
     """Refuse new turns, let running ones finish within the grace, then stop them."""
     await app[RUNNER].drain(app[SETTINGS].shutdown_grace_seconds)
@@ -159,10 +178,19 @@ def create_app(
     tools: Tools | None = None,
     store: Store | None = None,
     limiter: Limiter | None = None,
+    tracing: Tracing | None = None,
 ) -> web.Application:
-    """The application; `provider`, `tools`, `store` and `limiter` replace the defaults (tests,
-    embedding)."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    """The application; `provider`, `tools`, `store`, `limiter` and `tracing` replace the
+    defaults (tests, embedding)."""
+    made_tracing = tracing is None
+    if tracing is None:
+        tracing = make_tracing(settings)
+    metrics = Metrics() if settings.metrics else None
+    middlewares = [request_log] if tracing is None else [request_log, tracing.middleware()]
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[*middlewares, json_errors]
+    )
+    app.on_response_prepare.append(add_request_id)
     add_callers(app, settings)
     # After the callers' checks: an unauthenticated caller's body is never read.
     app.middlewares.append(
@@ -176,6 +204,8 @@ def create_app(
         )
     app[SETTINGS] = settings
     app[BACKEND] = backend
+    app[METRICS] = metrics
+    app[TRACING] = tracing
     app[STORE] = store = (
         make_store(
             settings.store_url,
@@ -188,13 +218,16 @@ def create_app(
         if store is None
         else store
     )
+    if metrics is not None:
+        app[STORE] = store = TimedStore(store, metrics.store_seconds)
     app[LIMITER] = limiter = make_limiter(settings) if limiter is None else limiter
     fences = fences_enabled(settings, backend)
 
     def compose(turn: Turn, model: str) -> Stream[list[Event]]:
+        provider = app[PROVIDER] if tracing is None else tracing.traced(app[PROVIDER])
         return compose_turn(
-            app[PROVIDER],
-            app[TOOLS],
+            provider,
+            observed_tools,
             turn,
             model,
             max_rounds=settings.max_tool_rounds,
@@ -213,14 +246,27 @@ def create_app(
         approval_timeout=settings.approval_timeout_seconds,
         on_end=limiter.turn_ended if limiter.counting else None,
         max_turn_seconds=settings.max_turn_seconds,
+        metrics=metrics,
+        tracing=tracing,
+        log_content=settings.log_content,
     )
     app[MCP_SERVERS] = []
     app[TOOLS] = tools if tools is not None else make_tools(settings, app[MCP_SERVERS])
+    observed_tools = ObservedTools(
+        app[TOOLS], metrics=metrics, tracing=tracing, log_content=settings.log_content
+    )
     app[PINGER] = Pinger(settings.ping_interval_seconds)
+    if metrics is not None:
+        watch(app, metrics)
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        traces = (
+            [] if metrics is None else [metrics.upstream_trace_config(settings.openrouter_base_url)]
+        )
+        if tracing is not None:
+            traces.append(tracing.client_trace_config())
+        async with aiohttp.ClientSession(connector=connector, trace_configs=traces) as session:
             app[SESSION] = session
             # Loading a local model reads a large file: keep the loop free meanwhile.
             made = provider
@@ -235,6 +281,8 @@ def create_app(
                 close = getattr(made, "close", None)
                 if provider is None and callable(close):
                     close()
+                if made_tracing and tracing is not None:
+                    await asyncio.to_thread(tracing.shutdown)
 
     async def open_store(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].open()
@@ -278,6 +326,8 @@ def create_app(
     app.router.add_post("/api/conversation" + conversation + "/approve", approve_tool)
     app.router.add_get("/api/conversations", list_conversations)
     app.router.add_get("/health", health)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics.handler(settings.metrics_token))
     add_protocol_routes(app)
     app.router.add_get("/openapi.json", openapi_json)
     add_page_routes(app)

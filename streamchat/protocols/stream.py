@@ -18,6 +18,7 @@ from aiohttp import web
 from streamchat.appkeys import PINGER, RUNNER
 from streamchat.eventbus import Followable
 from streamchat.events import Event
+from streamchat.logs import TURN_LOG
 from streamchat.sse_writer import SSEWriter
 from streamchat.turns import RunningTurn
 
@@ -48,6 +49,7 @@ async def serve(
     """Write the turn's events after index `after`, live until its terminal event."""
     app = request.app
     runner = app[RUNNER]
+    request[TURN_LOG] = turn_log  # the access line tells how the turn ended
     if turn is not None:
         runner.attach(turn)
     try:

@@ -50,6 +50,7 @@ class OpenAICompatProvider:
     def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
         self._session = session
         self._settings = settings
+        self.retries = 0  # read by GET /metrics
         # No sock_read: aiohttp re-arms a timer on every read for it (~10% of the CPU under
         # 200 paced streams). _StallWatch does the same job with a timer per quarter timeout.
         self._timeout = aiohttp.ClientTimeout(
@@ -159,6 +160,7 @@ class OpenAICompatProvider:
                 detail = f"{self._settings.chat_completions_url} answered {status}: {raw}"
                 raise UpstreamError(code, message, status, detail=detail)
             log.warning("upstream answered %s; retrying in %.2f s", status, delay)
+            self.retries += 1
             await asyncio.sleep(delay)
             attempt += 1
 
