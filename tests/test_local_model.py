@@ -121,3 +121,40 @@ async def test_health_answers_quickly_while_the_model_generates(local: Any) -> N
     assert not turn.done(), "the answer was too short to measure anything"
     assert min(timings) < 0.1
     turn.cancel()
+
+
+def test_a_nested_tool_schema_becomes_a_grammar_the_model_fills(engine: WatchedEngine) -> None:
+    # The shape the MCP SDK (and pydantic) write for a nested argument: $defs and $refs.
+    from examples.mcp_tools_server import Trip
+
+    parameters = {
+        "type": "object",
+        "properties": {"trip": {"$ref": "#/$defs/Trip"}},
+        "required": ["trip"],
+        "$defs": Trip.model_json_schema()["$defs"] | {"Trip": Trip.model_json_schema()},
+    }
+    parameters["$defs"]["Trip"].pop("$defs", None)
+    schemas = [
+        {
+            "type": "function",
+            "function": {
+                "name": "plan_trip",
+                "description": "Plan a trip: who travels, and the cities and nights of each stop.",
+                "parameters": parameters,
+            },
+        }
+    ]
+    history: list[Any] = [{"role": "user", "content": "Plan a trip for Ada: Rome for 2 nights."}]
+    prompt = engine.prompt(decision_messages(history, schemas))
+
+    raw = engine.complete_json(prompt + TOOL, tools_schema(schemas))
+
+    # The grammar holds the model to the nested shape. A 135M model may ramble inside a string
+    # until its token cap: then only the structure so far can be checked.
+    compact = raw.replace(" ", "").replace("\n", "")
+    assert compact.startswith('{"name":"plan_trip","arguments":{"trip":{'), raw
+    try:
+        call = json.loads(raw)
+    except json.JSONDecodeError:
+        return
+    Trip.model_validate(call["arguments"]["trip"])

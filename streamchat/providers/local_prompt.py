@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from streamchat.providers.base import Message
+from streamchat.providers.schema_refs import inline_refs
 
 TOOL = "TOOL: "
 ANSWER = "ANSWER: "
@@ -55,7 +56,8 @@ def tools_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "name": {"const": tool["function"]["name"]},
-                    "arguments": tool["function"]["parameters"],
+                    # Inlined: a `$ref` into the tool's own `$defs` would not resolve in here.
+                    "arguments": inline_refs(tool["function"]["parameters"]),
                 },
                 "required": ["name", "arguments"],
             }
