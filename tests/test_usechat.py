@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from streamchat.web import create_app
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, serving
 from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.test_page import CHROMIUM, SCREENSHOTS
 
 USECHAT = ROOT / "tests" / "js" / "usechat"
 ARTIFACT = '<artifact id="sum" title="sum.py" language="python">\nprint(25 + 17)\n</artifact>'
@@ -86,24 +86,8 @@ async def server(upstream: FakeUpstream, bundle: Path) -> AsyncIterator[str]:
 
     app.router.add_get("/usechat/", index)
     app.router.add_get("/usechat/app.js", script)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
