@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from streamchat.backends import Backend, choose_backend, fences_enabled
+from streamchat.fences import FenceParser
 from streamchat.providers.base import Message, ModelRequest
+from streamchat.providers.llama_engine import available_cpus, cgroup_cpu_quota
 from streamchat.providers.local import LocalProvider
 from streamchat.providers.local_prompt import (
     ANSWER,
@@ -45,12 +48,15 @@ class ScriptedEngine:
         calls: list[str] | None = None,
         answers: list[list[str]] | None = None,
         token_seconds: float = 0.0,
+        cut: bool = False,
     ) -> None:
         self.choices = choices or []
         self.calls = calls or []
         self.answers = answers or []
         self.token_seconds = token_seconds
+        self.cut = cut  # every answer ends at the token cap
         self.prompts: list[str] = []
+        self.greedy: list[bool] = []
         self.active = 0
         self.max_active = 0
         self.stopped = threading.Event()
@@ -68,19 +74,23 @@ class ScriptedEngine:
     def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
         return self.calls.pop(0)
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+    ) -> Generator[str, None, str]:
         self.prompts.append(prompt)
+        self.greedy.append(greedy)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
             for piece in self.answers.pop(0) if self.answers else ["ok"]:
                 if stop.is_set():
                     self.stopped.set()
-                    return
+                    return "stop"
                 time.sleep(self.token_seconds)
                 yield piece
         finally:
             self.active -= 1
+        return "length" if self.cut else "stop"
 
 
 @pytest.fixture
@@ -133,6 +143,17 @@ async def test_tool_call_events_and_history_match_the_openrouter_path(local_clie
         f"<system>{LOCAL_SYSTEM_PROMPT}\n"
         "<user>What is 25 + 17?\n\nTool result: add(a=25, b=17) = 42\n<assistant>"
     ]
+    # and decoded greedily: after a tool result there is one right answer, not a range of them
+    assert engine.greedy == [True]
+
+
+async def test_an_answer_without_a_tool_is_sampled(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hi!"]])
+    client = await local_client(engine)
+
+    await stream(client, "Hello!")
+
+    assert engine.greedy == [False]
 
 
 async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client: Any) -> None:
@@ -145,6 +166,53 @@ async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client:
     assert (done["title"], done["language"]) == ("snippet.py", "python")
     assert done["content"] == "def hello():\n    print('Hello, World!')"
     assert reply.text == "Here:\nDone."
+
+
+async def test_code_the_model_ended_without_a_closing_fence_is_complete(local_client: Any) -> None:
+    answer = "```python\ndef hello():\n    print('Hello, World!')\nhello()  # prints it"
+    client = await local_client(ScriptedEngine(answers=[list(answer)]))
+
+    reply = await stream(client, "Create a Python hello world function", conversationId="c")
+
+    done = reply.of("artifact_completed")[0]
+    assert "truncated" not in done
+    assert done["content"] == "def hello():\n    print('Hello, World!')\nhello()  # prints it"
+    assert reply.events[-1]["finishReason"] == "stop"
+    # the stored answer is well-formed Markdown, so the model reads a closed block next turn
+    history = (await (await client.get("/api/conversation/c")).json())["messages"]
+    assert history[-1]["content"] == answer + "\n```"
+
+
+async def test_code_cut_at_the_token_cap_is_truncated(local_client: Any) -> None:
+    answer = "```python\ndef hello():\n    print('Hello,"
+    client = await local_client(ScriptedEngine(answers=[list(answer)], cut=True))
+
+    reply = await stream(client, "Create a Python hello world function")
+
+    assert reply.of("artifact_completed")[0]["truncated"] is True
+    assert reply.events[-1]["finishReason"] == "length"
+
+
+@pytest.mark.parametrize(
+    ("answer", "closing"),
+    [
+        ("no code at all", ""),
+        ("```python\nx = 1\n```", ""),
+        ("```python\nx = 1\n```  ", ""),
+        ("```python\nx = 1\n```\nDone.", ""),
+        ("```python\nx = 1", "\n```"),
+        ("```python\nx = 1\n", "```"),
+        ("~~~~\nx = 1\n``", "\n~~~~"),
+        ("````md\n```\nx\n```", "\n````"),
+    ],
+)
+def test_closing_is_what_an_open_fence_still_needs(answer: str, closing: str) -> None:
+    for size in (1, 2, 3, 7, len(answer)):
+        parser = FenceParser()
+        for start in range(0, len(answer), size):
+            parser.feed(answer[start : start + size])
+
+        assert parser.closing() == closing, (answer, size)
 
 
 async def test_an_incomplete_tool_call_is_an_error_event(local_client: Any) -> None:
@@ -318,3 +386,39 @@ def test_backend_choice(tmp_path: Path) -> None:
     assert not fences_enabled(make_settings(), keyed)
     assert fences_enabled(make_settings(artifact_fences="on"), keyed)
     assert not fences_enabled(make_settings(artifact_fences="off"), Backend("local", "m"))
+
+
+def _cgroup(tmp_path: Path, own: str, limits: dict[str, str]) -> tuple[Path, Path]:
+    """A cgroup v2 tree under `tmp_path` with `cpu.max` files, and a /proc/self/cgroup for it."""
+    root = tmp_path / "cgroup"
+    for folder, limit in limits.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(limit + "\n")
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text(f"1:cpu:/\n0::/{own}\n")
+    return root, self_cgroup
+
+
+def test_cpu_quota_is_read_from_cpu_max(tmp_path: Path) -> None:
+    # `docker run --cpus 2`: the container's own cgroup is the root it sees.
+    root, self_cgroup = _cgroup(tmp_path, "", {"": "200000 100000"})
+
+    assert cgroup_cpu_quota(root, self_cgroup) == 2.0
+    assert available_cpus(root, self_cgroup) == min(2, len(os.sched_getaffinity(0)))
+
+
+def test_the_tightest_quota_on_the_way_to_the_root_wins(tmp_path: Path) -> None:
+    limits = {"": "max 100000", "kube": "150000 100000", "kube/pod": "max 100000"}
+    root, self_cgroup = _cgroup(tmp_path, "kube/pod", limits)
+
+    assert cgroup_cpu_quota(root, self_cgroup) == 1.5
+    assert available_cpus(root, self_cgroup) == 1  # never more threads than whole CPUs
+
+
+def test_no_limit_or_no_cgroup_means_the_cpus_the_process_may_use(tmp_path: Path) -> None:
+    unlimited = _cgroup(tmp_path, "", {"": "max 100000"})
+    missing = (tmp_path / "nothing", tmp_path / "no-self-cgroup")
+
+    assert cgroup_cpu_quota(*unlimited) is None
+    assert cgroup_cpu_quota(*missing) is None
+    assert available_cpus(*missing) == len(os.sched_getaffinity(0))

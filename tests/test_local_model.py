@@ -10,7 +10,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -40,13 +40,22 @@ class WatchedEngine(LlamaEngine):
         self.after_stop = 0
         self.stop_seen = threading.Event()
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
-        for piece in super().stream(prompt, stop):
+    def stream(
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+    ) -> Generator[str, None, str]:
+        pieces = super().stream(prompt, stop, greedy=greedy)
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as end:
+                reason: str = end.value
+                break
             if stop.is_set():
                 self.after_stop += 1
             yield piece
         if stop.is_set():
             self.stop_seen.set()
+        return reason
 
 
 @pytest.fixture(scope="module")
