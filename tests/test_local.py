@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from streamchat.backends import Backend, choose_backend, fences_enabled
-from streamchat.fences import FenceParser
 from streamchat.providers.base import Message, ModelRequest
 from streamchat.providers.llama_engine import available_cpus, cgroup_cpu_quota
 from streamchat.providers.local import LocalProvider
@@ -57,6 +56,7 @@ class ScriptedEngine:
         self.cut = cut  # every answer ends at the token cap
         self.prompts: list[str] = []
         self.greedy: list[bool] = []
+        self.went_on: list[bool] = []
         self.active = 0
         self.max_active = 0
         self.stopped = threading.Event()
@@ -75,10 +75,11 @@ class ScriptedEngine:
         return self.calls.pop(0)
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
     ) -> Generator[str, None, str]:
         self.prompts.append(prompt)
         self.greedy.append(greedy)
+        self.went_on.append(go_on)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -110,7 +111,7 @@ async def local_client(aiohttp_client: AiohttpClient) -> Any:
 async def test_answer_streams_as_text_events_and_completion(local_client: Any) -> None:
     client = await local_client(ScriptedEngine(answers=[["Hel", "lo", " 🚀"]]))
 
-    reply = await stream(client, "Hello!")
+    reply = await stream(client, "Greet me")
 
     assert reply.types == ["text", "text", "text", "completion"]
     assert reply.text == "Hello 🚀"
@@ -156,6 +157,49 @@ async def test_an_answer_without_a_tool_is_sampled(local_client: Any) -> None:
     assert engine.greedy == [False]
 
 
+async def test_an_echo_of_the_question_goes_on_in_the_models_words(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hello", "!"], [" How can I help?"]])
+    client = await local_client(engine)
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.text == "Hello! How can I help?"
+    assert engine.went_on == [False, True]
+    assert engine.prompts[1] == engine.prompts[0] + "Hello!"
+
+
+async def test_an_answer_is_not_an_echo_when_it_says_something_new(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hello! How can I help?"]])
+    client = await local_client(engine)
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.text == "Hello! How can I help?"
+    assert engine.went_on == [False]
+
+
+def test_the_decision_prompt_shows_only_the_turn_being_answered() -> None:
+    tools = ToolRegistry()
+    register_calculator(tools)
+    history: list[Message] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello! My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada!"},
+        {"role": "user", "content": "Calculate 10 * 5, and what is my name?"},
+    ]
+
+    turns = decision_messages(history, tools.schemas())
+
+    assert turns[0]["content"].startswith("Be brief.\n\nYou can use these tools:")
+    assert turns[-1] == {"role": "user", "content": "Calculate 10 * 5, and what is my name?"}
+    assert not any("Ada!" in t["content"] for t in turns)
+    # the answer still sees the whole conversation
+    assert [t["content"] for t in answer_messages(history)][1:3] == [
+        "Hello! My name is Ada.",
+        "Hello Ada!",
+    ]
+
+
 async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client: Any) -> None:
     answer = "Here:\n```python\ndef hello():\n    print('Hello, World!')\n```\nDone."
     client = await local_client(ScriptedEngine(answers=[list(answer)]))
@@ -191,28 +235,6 @@ async def test_code_cut_at_the_token_cap_is_truncated(local_client: Any) -> None
 
     assert reply.of("artifact_completed")[0]["truncated"] is True
     assert reply.events[-1]["finishReason"] == "length"
-
-
-@pytest.mark.parametrize(
-    ("answer", "closing"),
-    [
-        ("no code at all", ""),
-        ("```python\nx = 1\n```", ""),
-        ("```python\nx = 1\n```  ", ""),
-        ("```python\nx = 1\n```\nDone.", ""),
-        ("```python\nx = 1", "\n```"),
-        ("```python\nx = 1\n", "```"),
-        ("~~~~\nx = 1\n``", "\n~~~~"),
-        ("````md\n```\nx\n```", "\n````"),
-    ],
-)
-def test_closing_is_what_an_open_fence_still_needs(answer: str, closing: str) -> None:
-    for size in (1, 2, 3, 7, len(answer)):
-        parser = FenceParser()
-        for start in range(0, len(answer), size):
-            parser.feed(answer[start : start + size])
-
-        assert parser.closing() == closing, (answer, size)
 
 
 async def test_an_incomplete_tool_call_is_an_error_event(local_client: Any) -> None:
@@ -255,7 +277,7 @@ async def test_client_that_leaves_stops_generation_within_a_token(local_client: 
 
     assert await asyncio.to_thread(engine.stopped.wait, 1.0)
     # and the model is free for the next request at once
-    reply = await asyncio.wait_for(stream(client, "next"), 2.0)
+    reply = await asyncio.wait_for(stream(client, "and then?"), 2.0)
     assert reply.text == "next"
 
 

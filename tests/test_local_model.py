@@ -41,9 +41,9 @@ class WatchedEngine(LlamaEngine):
         self.stop_seen = threading.Event()
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
     ) -> Generator[str, None, str]:
-        pieces = super().stream(prompt, stop, greedy=greedy)
+        pieces = super().stream(prompt, stop, greedy=greedy, go_on=go_on)
         while True:
             try:
                 piece = next(pieces)

@@ -160,11 +160,22 @@ class LlamaEngine:
         return _text(out)
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
     ) -> Generator[str, None, str]:
+        from llama_cpp import LogitsProcessorList
+
+        eos, first = self._llm.token_eos(), [go_on]
+
+        def no_end_first(_input_ids: Any, scores: Any) -> Any:
+            if first[0]:
+                first[0] = False
+                scores[eos] = -float("inf")
+            return scores
+
         with self._lock:
             chunks: Iterator[Any] = self._llm.create_completion(  # type: ignore[assignment]
                 prompt,
+                logits_processor=LogitsProcessorList([no_end_first]) if go_on else None,
                 max_tokens=self._max_tokens,
                 temperature=0.0 if greedy else self._temperature,
                 top_p=0.9,

@@ -29,6 +29,7 @@ from streamchat.providers.local_prompt import (
     TOOL,
     answer_messages,
     decision_messages,
+    is_echo,
     tools_schema,
 )
 
@@ -55,12 +56,13 @@ class Engine(Protocol):
         """JSON that fits `schema` (grammar-constrained), continuing `prompt`."""
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False
+        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
     ) -> Generator[str, None, str]:
         """Text pieces continuing `prompt`, until the end, the token cap or `stop`.
 
         Returns why it ended: `stop` (the model ended, or `stop` was set) or `length` (the cap).
-        `greedy` decodes at temperature 0 whatever the configured temperature.
+        `greedy` decodes at temperature 0 whatever the configured temperature; `go_on` forbids
+        ending at the first token.
         """
 
 
@@ -157,15 +159,13 @@ class LocalProvider:
         # 135M model write "25 + 17 = 32" under a card that says 42 (greedy, it copies it).
         after_tool = bool(request.messages) and request.messages[-1]["role"] == "tool"
         pieces: list[str] = []
-        answer = engine.stream(prompt, stop, greedy=after_tool)
-        while True:
-            try:
-                piece = next(answer)
-            except StopIteration as end:
-                reason: str = end.value
-                break
-            pieces.append(piece)
-            emit(TextChunk(piece))
+        reason = self._answer(engine.stream(prompt, stop, greedy=after_tool), pieces, emit)
+        if reason == "stop" and not stop.is_set() and is_echo("".join(pieces), request.messages):
+            # The 135M model answers "Hello!" with "Hello!" and stops. An echo is no answer:
+            # let it go on from there, in its own words ("... I'm here to help. What can I
+            # assist you with?"), only not end at once.
+            go_on = engine.stream(prompt + "".join(pieces), stop, greedy=after_tool, go_on=True)
+            reason = self._answer(go_on, pieces, emit)
         if stop.is_set():
             reason = "cancelled"
         elif reason == "stop" and (closing := _closing_fence(pieces)):
@@ -173,6 +173,20 @@ class LocalProvider:
             emit(TextChunk(closing))
         usage = _usage(prompt_tokens, engine.count_tokens("".join(pieces)))
         emit(Finish(reason, engine.model_name, generation_id, usage))
+
+    @staticmethod
+    def _answer(
+        answer: Generator[str, None, str], pieces: list[str], emit: Callable[[object], None]
+    ) -> str:
+        """Emit an answer's pieces as they come; return why it ended."""
+        while True:
+            try:
+                piece = next(answer)
+            except StopIteration as end:
+                reason: str = end.value
+                return reason
+            pieces.append(piece)
+            emit(TextChunk(piece))
 
     def _fit(self, messages: list[Message], render: Render) -> str:
         """The prompt, dropping the oldest turns until it leaves room for an answer."""

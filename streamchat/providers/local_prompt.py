@@ -12,6 +12,7 @@ view, the same model copied them ("Hello!" was answered "84 / 2 = 42.").
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from streamchat.providers.base import Message
@@ -95,16 +96,35 @@ def _examples(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def decision_messages(history: list[Message], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Instructions, worked examples and the conversation: for choosing TOOL or ANSWER."""
+    """Instructions, worked examples and the current turn: for choosing TOOL or ANSWER.
+
+    Only the turn being answered (its user message, and the tool calls and results so far) is
+    shown after the examples. With earlier turns in view, SmolLM2-135M chose `add` for
+    "Calculate 10 * 5, and what is my name?" after a greeting, and `multiply` without it; the
+    answer step still sees the whole conversation.
+    """
     system = [m.get("content") or "" for m in history if m["role"] == "system"]
     if tools:
         system.append(_instructions(tools))
     out = [{"role": "system", "content": "\n\n".join(s for s in system if s)}]
     if tools:
         out += _examples(tools)
-    for message in history:
+    for message in history[_current_turn(history) :]:
         out.extend(_render(message, bool(tools)))
     return out
+
+
+def _current_turn(history: list[Message]) -> int:
+    """Where the turn being answered starts: its user message."""
+    users = [i for i, message in enumerate(history) if message["role"] == "user"]
+    return users[-1] if users else 0
+
+
+def is_echo(answer: str, history: list[Message]) -> bool:
+    """Whether an answer only repeats the user's last message ("Hello!" answered "Hello!")."""
+    users = [m.get("content") or "" for m in history if m["role"] == "user"]
+    words = set(re.findall(r"\w+", answer.lower()))
+    return bool(users) and words <= set(re.findall(r"\w+", users[-1].lower()))
 
 
 def answer_messages(history: list[Message]) -> list[dict[str, str]]:
