@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format typecheck bench bench-quick bench-local clean
+.PHONY: help install run test check lint format typecheck bench bench-quick bench-local bench-accuracy clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ bench-quick: install ## the benchmark at a few seconds per scenario: does the ha
 
 bench-local: install ## the embedded model through streamchat against llama-cpp-python directly
 	$(PY) bench/local_model.py
+
+bench-accuracy: install ## how often the embedded model answers the README's examples right (20 runs each)
+	$(PY) bench/local_accuracy.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -130,3 +130,34 @@ async def test_health_answers_quickly_while_the_model_generates(local: Any) -> N
     assert not turn.done(), "the answer was too short to measure anything"
     assert min(timings) < 0.1
     turn.cancel()
+
+
+def _drain(pieces: Generator[str, None, str]) -> tuple[str, str]:
+    text = []
+    while True:
+        try:
+            text.append(next(pieces))
+        except StopIteration as end:
+            return "".join(text), end.value
+
+
+def test_the_engine_says_when_it_hit_the_token_cap() -> None:
+    assert MODEL is not None
+    short = LlamaEngine(MODEL, threads=2, max_tokens=4)
+    try:
+        prompt = short.prompt([{"role": "user", "content": "Write a long story about a dragon."}])
+        text, reason = _drain(short.stream(prompt, threading.Event(), greedy=True))
+    finally:
+        short.close()
+
+    assert text
+    assert reason == "length"
+
+
+def test_go_on_never_ends_at_the_first_token(engine: WatchedEngine) -> None:
+    prompt = engine.prompt([{"role": "user", "content": "Hello!"}]) + "Hello!"
+
+    text, reason = _drain(engine.stream(prompt, threading.Event(), greedy=True, go_on=True))
+
+    assert text.strip()
+    assert reason in ("stop", "length")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import threading
 from collections.abc import Generator, Iterator
 from functools import lru_cache
@@ -123,6 +124,7 @@ class LlamaEngine:
         template = self._llm.metadata.get("tokenizer.chat_template") or _CHATML
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._stops = [eos] if eos else []
+        self._ends = _end_tokens(self._llm)
         self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
 
     def _token_text(self, token: int) -> str:
@@ -164,18 +166,21 @@ class LlamaEngine:
     ) -> Generator[str, None, str]:
         from llama_cpp import LogitsProcessorList
 
-        eos, first = self._llm.token_eos(), [go_on]
+        said, started = [False], [False]
 
-        def no_end_first(_input_ids: Any, scores: Any) -> Any:
-            if first[0]:
-                first[0] = False
-                scores[eos] = -float("inf")
+        def no_end_yet(input_ids: Any, scores: Any) -> Any:
+            """`go_on`: no end of any kind until a word has been said (not just a newline)."""
+            if started[0] and not said[0]:
+                said[0] = bool(re.search(r"\w", self._token_text(int(input_ids[-1]))))
+            started[0] = True
+            if not said[0]:
+                scores[self._ends] = -float("inf")
             return scores
 
         with self._lock:
             chunks: Iterator[Any] = self._llm.create_completion(  # type: ignore[assignment]
                 prompt,
-                logits_processor=LogitsProcessorList([no_end_first]) if go_on else None,
+                logits_processor=LogitsProcessorList([no_end_yet]) if go_on else None,
                 max_tokens=self._max_tokens,
                 temperature=0.0 if greedy else self._temperature,
                 top_p=0.9,
@@ -193,6 +198,16 @@ class LlamaEngine:
                 if choice.get("finish_reason") == "length":
                     reason = "length"
             return reason
+
+
+def _end_tokens(llm: Any) -> list[int]:
+    """Every token that ends a generation (SmolLM2 has three), not only the EOS token."""
+    import llama_cpp
+
+    is_end = getattr(llama_cpp, "llama_vocab_is_eog", None)
+    if is_end is None:
+        return [llm.token_eos()]
+    return [t for t in range(llm.n_vocab()) if is_end(llm._model.vocab, t)] or [llm.token_eos()]
 
 
 def _text(out: Any) -> str:
