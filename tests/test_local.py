@@ -22,6 +22,7 @@ from streamchat.providers.local import LocalProvider
 from streamchat.providers.local_prompt import (
     ANSWER,
     TOOL,
+    answer_grammar,
     answer_messages,
     decision_messages,
     tools_schema,
@@ -57,6 +58,7 @@ class ScriptedEngine:
         self.prompts: list[str] = []
         self.greedy: list[bool] = []
         self.went_on: list[bool] = []
+        self.grammars: list[str | None] = []
         self.active = 0
         self.max_active = 0
         self.stopped = threading.Event()
@@ -75,11 +77,18 @@ class ScriptedEngine:
         return self.calls.pop(0)
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
     ) -> Generator[str, None, str]:
         self.prompts.append(prompt)
         self.greedy.append(greedy)
         self.went_on.append(go_on)
+        self.grammars.append(grammar)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -146,6 +155,8 @@ async def test_tool_call_events_and_history_match_the_openrouter_path(local_clie
     ]
     # and decoded greedily: after a tool result there is one right answer, not a range of them
     assert engine.greedy == [True]
+    assert engine.grammars[0] is not None
+    assert engine.grammars[0].endswith('result ::= "42"')
 
 
 async def test_an_answer_without_a_tool_is_sampled(local_client: Any) -> None:
@@ -155,6 +166,7 @@ async def test_an_answer_without_a_tool_is_sampled(local_client: Any) -> None:
     await stream(client, "Hello!")
 
     assert engine.greedy == [False]
+    assert engine.grammars == [None]
 
 
 async def test_an_echo_of_the_question_goes_on_in_the_models_words(local_client: Any) -> None:
@@ -176,6 +188,51 @@ async def test_an_answer_is_not_an_echo_when_it_says_something_new(local_client:
 
     assert reply.text == "Hello! How can I help?"
     assert engine.went_on == [False]
+
+
+def _tool_turn(question: str, arguments: str, result: str) -> list[Message]:
+    return [
+        {"role": "user", "content": "Earlier: 7 and 8."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": question},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": result},
+    ]
+
+
+def test_the_answer_after_a_numeric_result_must_state_it_and_no_other_number() -> None:
+    grammar = answer_grammar(_tool_turn("What is 25 + 17?", '{"a": 25, "b": 17}', "42"))
+
+    assert grammar == (
+        "root ::= text result text\n"
+        "text ::= ([^0-9] | known)*\n"
+        'known ::= "17" | "25" | "42"\n'
+        'result ::= "42"'
+    )
+
+
+def test_decimal_results_and_numbers_of_the_question_are_allowed() -> None:
+    grammar = answer_grammar(_tool_turn("Add 3.5 and 2.25 for 2 people", '{"a": 3.5}', "5.75"))
+
+    assert grammar is not None
+    assert 'known ::= "2.25" | "5.75" | "3.5" | "2"' in grammar
+    assert 'result ::= "5.75"' in grammar
+    assert '"7"' not in grammar  # earlier turns do not count
+
+
+def test_no_answer_grammar_without_a_numeric_result() -> None:
+    failed = _tool_turn("What is 10 divided by 0?", '{"a": 10, "b": 0}', "Error: Cannot divide")
+    words = _tool_turn("Spell 42", '{"n": 42}', "forty-two")
+
+    assert answer_grammar(failed) is None
+    assert answer_grammar(words) is None
+    assert answer_grammar([{"role": "user", "content": "What is 2 + 2?"}]) is None
 
 
 def test_the_decision_prompt_shows_only_the_turn_being_answered() -> None:

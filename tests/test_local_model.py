@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -19,7 +20,13 @@ from pytest_aiohttp import AiohttpClient
 
 from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path, runtime_available
 from streamchat.providers.local import LocalProvider
-from streamchat.providers.local_prompt import TOOL, decision_messages, tools_schema
+from streamchat.providers.local_prompt import (
+    TOOL,
+    answer_grammar,
+    answer_messages,
+    decision_messages,
+    tools_schema,
+)
 from streamchat.tools import ToolRegistry
 from streamchat.tools.calculator import register_calculator
 from streamchat.web import create_app
@@ -41,9 +48,15 @@ class WatchedEngine(LlamaEngine):
         self.stop_seen = threading.Event()
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
     ) -> Generator[str, None, str]:
-        pieces = super().stream(prompt, stop, greedy=greedy, go_on=go_on)
+        pieces = super().stream(prompt, stop, greedy=greedy, go_on=go_on, grammar=grammar)
         while True:
             try:
                 piece = next(pieces)
@@ -161,3 +174,29 @@ def test_go_on_never_ends_at_the_first_token(engine: WatchedEngine) -> None:
 
     assert text.strip()
     assert reason in ("stop", "length")
+
+
+def test_the_answer_grammar_compiles_and_states_the_result(engine: WatchedEngine) -> None:
+    history: list[Any] = [
+        {"role": "user", "content": "What is 25 + 17?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 25, "b": 17}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    prompt = engine.prompt(answer_messages(history))
+
+    text, _ = _drain(
+        engine.stream(prompt, threading.Event(), greedy=True, grammar=answer_grammar(history))
+    )
+
+    assert "42" in re.findall(r"\d+", text)
+    assert set(re.findall(r"\d+", text)) <= {"25", "17", "42"}

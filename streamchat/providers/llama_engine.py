@@ -162,7 +162,13 @@ class LlamaEngine:
         return _text(out)
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
     ) -> Generator[str, None, str]:
         from llama_cpp import LogitsProcessorList
 
@@ -181,6 +187,7 @@ class LlamaEngine:
             chunks: Iterator[Any] = self._llm.create_completion(  # type: ignore[assignment]
                 prompt,
                 logits_processor=LogitsProcessorList([no_end_yet]) if go_on else None,
+                grammar=_grammar(grammar) if grammar else None,
                 max_tokens=self._max_tokens,
                 temperature=0.0 if greedy else self._temperature,
                 top_p=0.9,

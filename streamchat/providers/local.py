@@ -27,6 +27,7 @@ from streamchat.providers.base import Message, ModelRequest, Stream, UpstreamErr
 from streamchat.providers.local_prompt import (
     ANSWER,
     TOOL,
+    answer_grammar,
     answer_messages,
     decision_messages,
     is_echo,
@@ -56,13 +57,19 @@ class Engine(Protocol):
         """JSON that fits `schema` (grammar-constrained), continuing `prompt`."""
 
     def stream(
-        self, prompt: str, stop: threading.Event, *, greedy: bool = False, go_on: bool = False
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
     ) -> Generator[str, None, str]:
         """Text pieces continuing `prompt`, until the end, the token cap or `stop`.
 
         Returns why it ended: `stop` (the model ended, or `stop` was set) or `length` (the cap).
         `greedy` decodes at temperature 0 whatever the configured temperature; `go_on` forbids
-        ending at the first token.
+        ending before a word has been said; `grammar` (GBNF) constrains the text.
         """
 
 
@@ -158,13 +165,17 @@ class LocalProvider:
         # After a tool result there is one right answer, the result: sampling is what made the
         # 135M model write "25 + 17 = 32" under a card that says 42 (greedy, it copies it).
         after_tool = bool(request.messages) and request.messages[-1]["role"] == "tool"
+        grammar = answer_grammar(request.messages) if after_tool else None
         pieces: list[str] = []
-        reason = self._answer(engine.stream(prompt, stop, greedy=after_tool), pieces, emit)
+        answer = engine.stream(prompt, stop, greedy=after_tool, grammar=grammar)
+        reason = self._answer(answer, pieces, emit)
         if reason == "stop" and not stop.is_set() and is_echo("".join(pieces), request.messages):
             # The 135M model answers "Hello!" with "Hello!" and stops. An echo is no answer:
             # let it go on from there, in its own words ("... I'm here to help. What can I
             # assist you with?"), only not end at once.
-            go_on = engine.stream(prompt + "".join(pieces), stop, greedy=after_tool, go_on=True)
+            go_on = engine.stream(
+                prompt + "".join(pieces), stop, greedy=after_tool, go_on=True, grammar=grammar
+            )
             reason = self._answer(go_on, pieces, emit)
         if stop.is_set():
             reason = "cancelled"

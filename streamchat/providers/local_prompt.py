@@ -120,6 +120,47 @@ def _current_turn(history: list[Message]) -> int:
     return users[-1] if users else 0
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def answer_grammar(history: list[Message]) -> str | None:
+    """After a numeric tool result: a grammar (GBNF) for an answer that states it.
+
+    The answer is the model's own words, but every number in it is one the turn already holds
+    (in the question, a call's arguments or a result), and a result appears at least once. Even
+    greedy, SmolLM2-135M sometimes answered without the result, or with another number, when
+    the conversation before it was odd. None when no result of this turn is a number.
+    """
+    turn = history[_current_turn(history) :]
+    results = [
+        number
+        for m in turn
+        if m["role"] == "tool"
+        for number in _NUMBER.findall(m.get("content") or "")
+        if not (m.get("content") or "").startswith("Error")
+    ]
+    if not results:
+        return None
+    known = set(results)
+    for message in turn:
+        known.update(_NUMBER.findall(message.get("content") or ""))
+        for call in message.get("tool_calls", []):
+            known.update(_NUMBER.findall(call["function"]["arguments"]))
+    return "\n".join(
+        [
+            "root ::= text result text",
+            "text ::= ([^0-9] | known)*",
+            f"known ::= {_alternatives(known)}",
+            f"result ::= {_alternatives(set(results))}",
+        ]
+    )
+
+
+def _alternatives(numbers: set[str]) -> str:
+    # Longest first, so that 42 is not read as 4 then a digit nothing allows.
+    return " | ".join(json.dumps(n) for n in sorted(numbers, key=lambda n: (-len(n), n)))
+
+
 def is_echo(answer: str, history: list[Message]) -> bool:
     """Whether an answer only repeats the user's last message ("Hello!" answered "Hello!")."""
     users = [m.get("content") or "" for m in history if m["role"] == "user"]
