@@ -5,7 +5,10 @@ event loop never waits for it: requests queue on that thread's executor in arriv
 turn whose client left sets its stop flag, which the worker checks at every token. Tool calls
 use grammar-constrained decoding: a first constrained step chooses between `TOOL:` and `ANSWER:`,
 then a tool call is generated under a JSON-schema grammar of the registered tools, so it is
-always valid JSON naming a real tool with arguments that fit its schema. Answers stream freely.
+always valid JSON naming a real tool with arguments that fit its schema. Answers stream sampled,
+except after a tool result (greedy, and under `answer_grammar` when the result is a number); an
+answer that only echoes the question goes on in the model's words, and one that ends inside a
+code fence gets its closing fence, since only a cut at the token cap is a truncation.
 The llama.cpp calls live in `LlamaEngine`; `LocalProvider` only speaks the `Engine` protocol, so
 its queueing, cancellation and parsing are tested with scripted output.
 """
