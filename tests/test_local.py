@@ -226,6 +226,16 @@ def test_decimal_results_and_numbers_of_the_question_are_allowed() -> None:
     assert '"7"' not in grammar  # earlier turns do not count
 
 
+def test_a_tool_error_is_shown_to_the_answer_as_an_error_not_a_value() -> None:
+    failed = _tool_turn("What is 10 divided by 0?", '{"a": 10, "b": 0}', "Error: Cannot divide")
+
+    assert answer_messages(failed)[-1] == {
+        "role": "user",
+        "content": "What is 10 divided by 0?\n\n"
+        "Tool result: f(a=10, b=0) is an error: Cannot divide",
+    }
+
+
 def test_no_answer_grammar_without_a_numeric_result() -> None:
     failed = _tool_turn("What is 10 divided by 0?", '{"a": 10, "b": 0}', "Error: Cannot divide")
     words = _tool_turn("Spell 42", '{"n": 42}', "forty-two")

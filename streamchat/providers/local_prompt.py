@@ -19,6 +19,8 @@ from streamchat.providers.base import Message
 
 TOOL = "TOOL: "
 ANSWER = "ANSWER: "
+# How the pipeline writes a failed tool's result into the history.
+TOOL_ERROR = "Error: "
 
 # Worked examples, tool calls and plain answers interleaved: (question, call, answer), where a
 # call is (tool, arguments, result). A tool example is used only if its tool is offered.
@@ -137,7 +139,7 @@ def answer_grammar(history: list[Message]) -> str | None:
         for m in turn
         if m["role"] == "tool"
         for number in _NUMBER.findall(m.get("content") or "")
-        if not (m.get("content") or "").startswith("Error")
+        if not (m.get("content") or "").startswith(TOOL_ERROR)
     ]
     if not results:
         return None
@@ -176,7 +178,11 @@ def answer_messages(history: list[Message]) -> list[dict[str, str]]:
         role, content = message["role"], message.get("content") or ""
         if role == "tool":
             shown = calls.get(message.get("tool_call_id", ""), "a tool")
-            note = f"Tool result: {shown} = {content}"
+            if content.startswith(TOOL_ERROR):
+                # Shown as "= Error: ...", it read as a value: "10 / 0 = 1" (20 runs of 20).
+                note = f"Tool result: {shown} is an error: {content.removeprefix(TOOL_ERROR)}"
+            else:
+                note = f"Tool result: {shown} = {content}"
             if out and out[-1]["role"] == "user":
                 out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n\n{note}"}
             else:
