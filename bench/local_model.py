@@ -30,6 +30,7 @@ from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path  #
 from streamchat.providers.local_prompt import answer_messages  # noqa: E402
 from streamchat.settings import LOCAL_SYSTEM_PROMPT  # noqa: E402
 
+ACCURACY = "## Accuracy on the documented examples"
 TOPICS = ["a robot", "the sea", "a lighthouse", "a cat", "the moon", "a garden", "a train"]
 
 
@@ -174,7 +175,11 @@ def report(
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    (ROOT / "bench" / "LOCAL_RESULTS.md").write_text(text)
+    results = ROOT / "bench" / "LOCAL_RESULTS.md"
+    # The accuracy figures of bench/local_accuracy.py follow under their own heading: keep them.
+    old = results.read_text() if results.exists() else ""
+    kept = old[old.index(ACCURACY) :] if ACCURACY in old else ""
+    results.write_text(text + ("\n" + kept if kept else ""))
     print(json.dumps(rows))
 
 

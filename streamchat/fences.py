@@ -77,6 +77,7 @@ class _State(Enum):
 @dataclass(frozen=True, slots=True)
 class _Fence:
     started: ArtifactStarted
+    run: str  # the opening line's backticks or tildes
     indent: int  # the opening line's indent, taken off each body line as CommonMark does
     closer: re.Pattern[str]  # a whole closing line, without its newline
     may_close: re.Pattern[str]  # every text that can still grow into one
@@ -95,6 +96,22 @@ class FenceParser:
         self._fence: _Fence | None = None
         self._newline = ""  # a body line's newline: content only if no closing line follows
         self._parts: list[str] = []  # the open fence's deltas, joined once at the end
+
+    def closing(self) -> str:
+        """What, appended to the text fed so far, closes its open fence ("" when none is open).
+
+        For a reply that ended of its own accord inside a fence: small models often stop right
+        after the code's last line, and without this the block would be completed as truncated.
+        """
+        fence, held = self._fence, self._held
+        if fence is None:
+            return ""
+        if self._state is _State.BODY_LINE_START:
+            if fence.closer.fullmatch(held):
+                return ""  # the last line closes it; only its newline has not come
+            if not held:
+                return fence.run  # the text ended with a newline
+        return "\n" + fence.run
 
     def feed(self, text: str) -> list[ParsedEvent]:
         out = _Events()
@@ -180,6 +197,7 @@ class FenceParser:
         count = len(opener[1])
         self._fence = _Fence(
             started,
+            run=opener[1],
             indent=opener.start(1) - opener.start(),
             closer=re.compile(rf" {{0,3}}{run}{{{count},}}[ \t\r]*"),
             may_close=re.compile(rf" {{0,3}}(?:{run}{{0,{count - 1}}}|{run}{{{count},}}[ \t\r]*)"),

@@ -428,3 +428,25 @@ def test_a_long_reply_fed_one_character_at_a_time_converts_completely() -> None:
     assert [a.artifact_id for a in completed(events)][-2:] == ["snippet-py-2499", "snippet-py-2500"]
     assert [a.content for a in completed(events)][:2] == ["print('🚀 0')", "print('🚀 1')"]
     assert "".join(texts(events)) == "".join(f"Step {n}:\n" for n in range(2500))
+
+
+@pytest.mark.parametrize(
+    ("answer", "closing"),
+    [
+        ("no code at all", ""),
+        ("```python\nx = 1\n```", ""),
+        ("```python\nx = 1\n```  ", ""),
+        ("```python\nx = 1\n```\nDone.", ""),
+        ("```python\nx = 1", "\n```"),
+        ("```python\nx = 1\n", "```"),
+        ("~~~~\nx = 1\n``", "\n~~~~"),
+        ("````md\n```\nx\n```", "\n````"),
+    ],
+)
+def test_closing_is_what_an_open_fence_still_needs(answer: str, closing: str) -> None:
+    for size in (1, 2, 3, 7, len(answer)):
+        parser = FenceParser()
+        for start in range(0, len(answer), size):
+            parser.feed(answer[start : start + size])
+
+        assert parser.closing() == closing, (answer, size)

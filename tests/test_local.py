@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ from pytest_aiohttp import AiohttpClient
 
 from streamchat.backends import Backend, choose_backend, fences_enabled
 from streamchat.providers.base import Message, ModelRequest
+from streamchat.providers.llama_engine import available_cpus, cgroup_cpu_quota
 from streamchat.providers.local import LocalProvider
 from streamchat.providers.local_prompt import (
     ANSWER,
     TOOL,
+    answer_grammar,
     answer_messages,
     decision_messages,
     tools_schema,
@@ -45,12 +48,17 @@ class ScriptedEngine:
         calls: list[str] | None = None,
         answers: list[list[str]] | None = None,
         token_seconds: float = 0.0,
+        cut: bool = False,
     ) -> None:
         self.choices = choices or []
         self.calls = calls or []
         self.answers = answers or []
         self.token_seconds = token_seconds
+        self.cut = cut  # every answer ends at the token cap
         self.prompts: list[str] = []
+        self.greedy: list[bool] = []
+        self.went_on: list[bool] = []
+        self.grammars: list[str | None] = []
         self.active = 0
         self.max_active = 0
         self.stopped = threading.Event()
@@ -68,19 +76,31 @@ class ScriptedEngine:
     def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
         return self.calls.pop(0)
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
+    ) -> Generator[str, None, str]:
         self.prompts.append(prompt)
+        self.greedy.append(greedy)
+        self.went_on.append(go_on)
+        self.grammars.append(grammar)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
             for piece in self.answers.pop(0) if self.answers else ["ok"]:
                 if stop.is_set():
                     self.stopped.set()
-                    return
+                    return "stop"
                 time.sleep(self.token_seconds)
                 yield piece
         finally:
             self.active -= 1
+        return "length" if self.cut else "stop"
 
 
 @pytest.fixture
@@ -100,7 +120,7 @@ async def local_client(aiohttp_client: AiohttpClient) -> Any:
 async def test_answer_streams_as_text_events_and_completion(local_client: Any) -> None:
     client = await local_client(ScriptedEngine(answers=[["Hel", "lo", " 🚀"]]))
 
-    reply = await stream(client, "Hello!")
+    reply = await stream(client, "Greet me")
 
     assert reply.types == ["text", "text", "text", "completion"]
     assert reply.text == "Hello 🚀"
@@ -133,6 +153,118 @@ async def test_tool_call_events_and_history_match_the_openrouter_path(local_clie
         f"<system>{LOCAL_SYSTEM_PROMPT}\n"
         "<user>What is 25 + 17?\n\nTool result: add(a=25, b=17) = 42\n<assistant>"
     ]
+    # and decoded greedily: after a tool result there is one right answer, not a range of them
+    assert engine.greedy == [True]
+    assert engine.grammars[0] is not None
+    assert engine.grammars[0].endswith('result ::= "42"')
+
+
+async def test_an_answer_without_a_tool_is_sampled(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hi!"]])
+    client = await local_client(engine)
+
+    await stream(client, "Hello!")
+
+    assert engine.greedy == [False]
+    assert engine.grammars == [None]
+
+
+async def test_an_echo_of_the_question_goes_on_in_the_models_words(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hello", "!"], [" How can I help?"]])
+    client = await local_client(engine)
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.text == "Hello! How can I help?"
+    assert engine.went_on == [False, True]
+    assert engine.prompts[1] == engine.prompts[0] + "Hello!"
+
+
+async def test_an_answer_is_not_an_echo_when_it_says_something_new(local_client: Any) -> None:
+    engine = ScriptedEngine(choices=[ANSWER], answers=[["Hello! How can I help?"]])
+    client = await local_client(engine)
+
+    reply = await stream(client, "Hello!")
+
+    assert reply.text == "Hello! How can I help?"
+    assert engine.went_on == [False]
+
+
+def _tool_turn(question: str, arguments: str, result: str) -> list[Message]:
+    return [
+        {"role": "user", "content": "Earlier: 7 and 8."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": question},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": result},
+    ]
+
+
+def test_the_answer_after_a_numeric_result_must_state_it_and_no_other_number() -> None:
+    grammar = answer_grammar(_tool_turn("What is 25 + 17?", '{"a": 25, "b": 17}', "42"))
+
+    assert grammar == (
+        "root ::= text result text\n"
+        "text ::= ([^0-9] | known)*\n"
+        'known ::= "17" | "25" | "42"\n'
+        'result ::= "42"'
+    )
+
+
+def test_decimal_results_and_numbers_of_the_question_are_allowed() -> None:
+    grammar = answer_grammar(_tool_turn("Add 3.5 and 2.25 for 2 people", '{"a": 3.5}', "5.75"))
+
+    assert grammar is not None
+    assert 'known ::= "2.25" | "5.75" | "3.5" | "2"' in grammar
+    assert 'result ::= "5.75"' in grammar
+    assert '"7"' not in grammar  # earlier turns do not count
+
+
+def test_a_tool_error_is_shown_to_the_answer_as_an_error_not_a_value() -> None:
+    failed = _tool_turn("What is 10 divided by 0?", '{"a": 10, "b": 0}', "Error: Cannot divide")
+
+    assert answer_messages(failed)[-1] == {
+        "role": "user",
+        "content": "What is 10 divided by 0?\n\n"
+        "Tool result: f(a=10, b=0) is an error: Cannot divide",
+    }
+
+
+def test_no_answer_grammar_without_a_numeric_result() -> None:
+    failed = _tool_turn("What is 10 divided by 0?", '{"a": 10, "b": 0}', "Error: Cannot divide")
+    words = _tool_turn("Spell 42", '{"n": 42}', "forty-two")
+
+    assert answer_grammar(failed) is None
+    assert answer_grammar(words) is None
+    assert answer_grammar([{"role": "user", "content": "What is 2 + 2?"}]) is None
+
+
+def test_the_decision_prompt_shows_only_the_turn_being_answered() -> None:
+    tools = ToolRegistry()
+    register_calculator(tools)
+    history: list[Message] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello! My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada!"},
+        {"role": "user", "content": "Calculate 10 * 5, and what is my name?"},
+    ]
+
+    turns = decision_messages(history, tools.schemas())
+
+    assert turns[0]["content"].startswith("Be brief.\n\nYou can use these tools:")
+    assert turns[-1] == {"role": "user", "content": "Calculate 10 * 5, and what is my name?"}
+    assert not any("Ada!" in t["content"] for t in turns)
+    # the answer still sees the whole conversation
+    assert [t["content"] for t in answer_messages(history)][1:3] == [
+        "Hello! My name is Ada.",
+        "Hello Ada!",
+    ]
 
 
 async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client: Any) -> None:
@@ -145,6 +277,31 @@ async def test_code_fence_from_the_local_model_becomes_an_artifact(local_client:
     assert (done["title"], done["language"]) == ("snippet.py", "python")
     assert done["content"] == "def hello():\n    print('Hello, World!')"
     assert reply.text == "Here:\nDone."
+
+
+async def test_code_the_model_ended_without_a_closing_fence_is_complete(local_client: Any) -> None:
+    answer = "```python\ndef hello():\n    print('Hello, World!')\nhello()  # prints it"
+    client = await local_client(ScriptedEngine(answers=[list(answer)]))
+
+    reply = await stream(client, "Create a Python hello world function", conversationId="c")
+
+    done = reply.of("artifact_completed")[0]
+    assert "truncated" not in done
+    assert done["content"] == "def hello():\n    print('Hello, World!')\nhello()  # prints it"
+    assert reply.events[-1]["finishReason"] == "stop"
+    # the stored answer is well-formed Markdown, so the model reads a closed block next turn
+    history = (await (await client.get("/api/conversation/c")).json())["messages"]
+    assert history[-1]["content"] == answer + "\n```"
+
+
+async def test_code_cut_at_the_token_cap_is_truncated(local_client: Any) -> None:
+    answer = "```python\ndef hello():\n    print('Hello,"
+    client = await local_client(ScriptedEngine(answers=[list(answer)], cut=True))
+
+    reply = await stream(client, "Create a Python hello world function")
+
+    assert reply.of("artifact_completed")[0]["truncated"] is True
+    assert reply.events[-1]["finishReason"] == "length"
 
 
 async def test_an_incomplete_tool_call_is_an_error_event(local_client: Any) -> None:
@@ -187,7 +344,7 @@ async def test_client_that_leaves_stops_generation_within_a_token(local_client: 
 
     assert await asyncio.to_thread(engine.stopped.wait, 1.0)
     # and the model is free for the next request at once
-    reply = await asyncio.wait_for(stream(client, "next"), 2.0)
+    reply = await asyncio.wait_for(stream(client, "and then?"), 2.0)
     assert reply.text == "next"
 
 
@@ -318,3 +475,39 @@ def test_backend_choice(tmp_path: Path) -> None:
     assert not fences_enabled(make_settings(), keyed)
     assert fences_enabled(make_settings(artifact_fences="on"), keyed)
     assert not fences_enabled(make_settings(artifact_fences="off"), Backend("local", "m"))
+
+
+def _cgroup(tmp_path: Path, own: str, limits: dict[str, str]) -> tuple[Path, Path]:
+    """A cgroup v2 tree under `tmp_path` with `cpu.max` files, and a /proc/self/cgroup for it."""
+    root = tmp_path / "cgroup"
+    for folder, limit in limits.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(limit + "\n")
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text(f"1:cpu:/\n0::/{own}\n")
+    return root, self_cgroup
+
+
+def test_cpu_quota_is_read_from_cpu_max(tmp_path: Path) -> None:
+    # `docker run --cpus 2`: the container's own cgroup is the root it sees.
+    root, self_cgroup = _cgroup(tmp_path, "", {"": "200000 100000"})
+
+    assert cgroup_cpu_quota(root, self_cgroup) == 2.0
+    assert available_cpus(root, self_cgroup) == min(2, len(os.sched_getaffinity(0)))
+
+
+def test_the_tightest_quota_on_the_way_to_the_root_wins(tmp_path: Path) -> None:
+    limits = {"": "max 100000", "kube": "150000 100000", "kube/pod": "max 100000"}
+    root, self_cgroup = _cgroup(tmp_path, "kube/pod", limits)
+
+    assert cgroup_cpu_quota(root, self_cgroup) == 1.5
+    assert available_cpus(root, self_cgroup) == 1  # never more threads than whole CPUs
+
+
+def test_no_limit_or_no_cgroup_means_the_cpus_the_process_may_use(tmp_path: Path) -> None:
+    unlimited = _cgroup(tmp_path, "", {"": "max 100000"})
+    missing = (tmp_path / "nothing", tmp_path / "no-self-cgroup")
+
+    assert cgroup_cpu_quota(*unlimited) is None
+    assert cgroup_cpu_quota(*missing) is None
+    assert available_cpus(*missing) == len(os.sched_getaffinity(0))

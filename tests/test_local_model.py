@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +20,13 @@ from pytest_aiohttp import AiohttpClient
 
 from streamchat.providers.llama_engine import LlamaEngine, bundled_model_path, runtime_available
 from streamchat.providers.local import LocalProvider
-from streamchat.providers.local_prompt import TOOL, decision_messages, tools_schema
+from streamchat.providers.local_prompt import (
+    TOOL,
+    answer_grammar,
+    answer_messages,
+    decision_messages,
+    tools_schema,
+)
 from streamchat.tools import ToolRegistry
 from streamchat.tools.calculator import register_calculator
 from streamchat.web import create_app
@@ -40,13 +47,28 @@ class WatchedEngine(LlamaEngine):
         self.after_stop = 0
         self.stop_seen = threading.Event()
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
-        for piece in super().stream(prompt, stop):
+    def stream(
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
+    ) -> Generator[str, None, str]:
+        pieces = super().stream(prompt, stop, greedy=greedy, go_on=go_on, grammar=grammar)
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as end:
+                reason: str = end.value
+                break
             if stop.is_set():
                 self.after_stop += 1
             yield piece
         if stop.is_set():
             self.stop_seen.set()
+        return reason
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +180,60 @@ def test_a_nested_tool_schema_becomes_a_grammar_the_model_fills(engine: WatchedE
     except json.JSONDecodeError:
         return
     Trip.model_validate(call["arguments"]["trip"])
+
+
+def _drain(pieces: Generator[str, None, str]) -> tuple[str, str]:
+    text = []
+    while True:
+        try:
+            text.append(next(pieces))
+        except StopIteration as end:
+            return "".join(text), end.value
+
+
+def test_the_engine_says_when_it_hit_the_token_cap() -> None:
+    assert MODEL is not None
+    short = LlamaEngine(MODEL, threads=2, max_tokens=4)
+    try:
+        prompt = short.prompt([{"role": "user", "content": "Write a long story about a dragon."}])
+        text, reason = _drain(short.stream(prompt, threading.Event(), greedy=True))
+    finally:
+        short.close()
+
+    assert text
+    assert reason == "length"
+
+
+def test_go_on_never_ends_at_the_first_token(engine: WatchedEngine) -> None:
+    prompt = engine.prompt([{"role": "user", "content": "Hello!"}]) + "Hello!"
+
+    text, reason = _drain(engine.stream(prompt, threading.Event(), greedy=True, go_on=True))
+
+    assert text.strip()
+    assert reason in ("stop", "length")
+
+
+def test_the_answer_grammar_compiles_and_states_the_result(engine: WatchedEngine) -> None:
+    history: list[Any] = [
+        {"role": "user", "content": "What is 25 + 17?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 25, "b": 17}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    prompt = engine.prompt(answer_messages(history))
+
+    text, _ = _drain(
+        engine.stream(prompt, threading.Event(), greedy=True, grammar=answer_grammar(history))
+    )
+
+    assert "42" in re.findall(r"\d+", text)
+    assert set(re.findall(r"\d+", text)) <= {"25", "17", "42"}

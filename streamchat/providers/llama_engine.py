@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,49 @@ _CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def available_cpus(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
+) -> int:
+    """The CPUs this process may keep busy: its affinity, capped by its cgroup v2 CPU quota.
+
+    In a container started with `--cpus 2` on a 16-core host, `os.cpu_count()` says 16, and 16
+    llama.cpp threads sharing two CPUs' worth of time run far slower than two.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, self_cgroup)
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota)))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(cgroup_root: Path, self_cgroup: Path) -> float | None:
+    """The tightest `cpu.max` quota (in CPUs) from this process's cgroup up to the root.
+
+    `cpu.max` reads `<quota> <period>` in microseconds, or `max <period>` for no limit. Inside a
+    container the process's cgroup is usually the root of what it can see.
+    """
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    # The v2 line is `0::/path`; a hybrid host also lists v1 controllers, which are ignored.
+    relative = next((line[3:] for line in lines if line.startswith("0::")), "").strip("/")
+    folder = cgroup_root / relative
+    quotas = []
+    for candidate in (folder, *folder.parents):
+        if candidate != cgroup_root and cgroup_root not in candidate.parents:
+            break
+        try:
+            quota, period = (candidate / "cpu.max").read_text().split()[:2]
+            quotas.append(int(quota) / int(period))
+        except (OSError, ValueError, ZeroDivisionError):
+            pass  # no such file, or `max`: no limit at this level
+    return min(quotas, default=None)
 
 
 def runtime_available() -> bool:
@@ -59,11 +103,15 @@ class LlamaEngine:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        threads = threads or available_cpus()
+
         def load() -> Llama:
             return Llama(
                 model_path=str(model_path),
                 n_ctx=context_tokens,
-                n_threads=threads or os.cpu_count() or 1,
+                # Reading the prompt would otherwise use every core of the host.
+                n_threads=threads,
+                n_threads_batch=threads,
                 verbose=False,
             )
 
@@ -76,6 +124,7 @@ class LlamaEngine:
         template = self._llm.metadata.get("tokenizer.chat_template") or _CHATML
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._stops = [eos] if eos else []
+        self._ends = _end_tokens(self._llm)
         self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
 
     def _token_text(self, token: int) -> str:
@@ -112,23 +161,60 @@ class LlamaEngine:
             )
         return _text(out)
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
+    ) -> Generator[str, None, str]:
+        from llama_cpp import LogitsProcessorList
+
+        said, started = [False], [False]
+
+        def no_end_yet(input_ids: Any, scores: Any) -> Any:
+            """`go_on`: no end of any kind until a word has been said (not just a newline)."""
+            if started[0] and not said[0]:
+                said[0] = bool(re.search(r"\w", self._token_text(int(input_ids[-1]))))
+            started[0] = True
+            if not said[0]:
+                scores[self._ends] = -float("inf")
+            return scores
+
         with self._lock:
             chunks: Iterator[Any] = self._llm.create_completion(  # type: ignore[assignment]
                 prompt,
+                logits_processor=LogitsProcessorList([no_end_yet]) if go_on else None,
+                grammar=_grammar(grammar) if grammar else None,
                 max_tokens=self._max_tokens,
-                temperature=self._temperature,
+                temperature=0.0 if greedy else self._temperature,
                 top_p=0.9,
                 repeat_penalty=1.1,
                 stop=self._stops,
                 stream=True,
             )
+            reason = "stop"
             for chunk in chunks:
                 if stop.is_set():
                     break
-                text = chunk["choices"][0]["text"]
-                if text:
-                    yield text
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    yield choice["text"]
+                if choice.get("finish_reason") == "length":
+                    reason = "length"
+            return reason
+
+
+def _end_tokens(llm: Any) -> list[int]:
+    """Every token that ends a generation (SmolLM2 has three), not only the EOS token."""
+    import llama_cpp
+
+    is_end = getattr(llama_cpp, "llama_vocab_is_eog", None)
+    if is_end is None:
+        return [llm.token_eos()]
+    return [t for t in range(llm.n_vocab()) if is_end(llm._model.vocab, t)] or [llm.token_eos()]
 
 
 def _text(out: Any) -> str:

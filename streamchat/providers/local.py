@@ -5,7 +5,10 @@ event loop never waits for it: requests queue on that thread's executor in arriv
 turn whose client left sets its stop flag, which the worker checks at every token. Tool calls
 use grammar-constrained decoding: a first constrained step chooses between `TOOL:` and `ANSWER:`,
 then a tool call is generated under a JSON-schema grammar of the registered tools, so it is
-always valid JSON naming a real tool with arguments that fit its schema. Answers stream freely.
+always valid JSON naming a real tool with arguments that fit its schema. Answers stream sampled,
+except after a tool result (greedy, and under `answer_grammar` when the result is a number); an
+answer that only echoes the question goes on in the model's words, and one that ends inside a
+code fence gets its closing fence, since only a cut at the token cap is a truncation.
 The llama.cpp calls live in `LlamaEngine`; `LocalProvider` only speaks the `Engine` protocol, so
 its queueing, cancellation and parsing are tested with scripted output.
 """
@@ -17,17 +20,20 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
+from streamchat.fences import FenceParser
 from streamchat.providers.base import Message, ModelRequest, Stream, UpstreamError
 from streamchat.providers.local_prompt import (
     ANSWER,
     TOOL,
+    answer_grammar,
     answer_messages,
     decision_messages,
+    is_echo,
     tools_schema,
 )
 
@@ -53,8 +59,21 @@ class Engine(Protocol):
     def complete_json(self, prompt: str, schema: dict[str, Any]) -> str:
         """JSON that fits `schema` (grammar-constrained), continuing `prompt`."""
 
-    def stream(self, prompt: str, stop: threading.Event) -> Iterator[str]:
-        """Text pieces continuing `prompt`, until the end, the token cap or `stop`."""
+    def stream(
+        self,
+        prompt: str,
+        stop: threading.Event,
+        *,
+        greedy: bool = False,
+        go_on: bool = False,
+        grammar: str | None = None,
+    ) -> Generator[str, None, str]:
+        """Text pieces continuing `prompt`, until the end, the token cap or `stop`.
+
+        Returns why it ended: `stop` (the model ended, or `stop` was set) or `length` (the cap).
+        `greedy` decodes at temperature 0 whatever the configured temperature; `go_on` forbids
+        ending before a word has been said; `grammar` (GBNF) constrains the text.
+        """
 
 
 class LocalProvider:
@@ -147,13 +166,42 @@ class LocalProvider:
                 return
         prompt = self._fit(request.messages, answer_messages)
         prompt_tokens += engine.count_tokens(prompt)
+        # After a tool result there is one right answer, the result: sampling is what made the
+        # 135M model write "25 + 17 = 32" under a card that says 42 (greedy, it copies it).
+        after_tool = bool(request.messages) and request.messages[-1]["role"] == "tool"
+        grammar = answer_grammar(request.messages) if after_tool else None
         pieces: list[str] = []
-        for piece in engine.stream(prompt, stop):
-            pieces.append(piece)
-            emit(TextChunk(piece))
-        reason = "cancelled" if stop.is_set() else "stop"
+        answer = engine.stream(prompt, stop, greedy=after_tool, grammar=grammar)
+        reason = self._answer(answer, pieces, emit)
+        if reason == "stop" and not stop.is_set() and is_echo("".join(pieces), request.messages):
+            # The 135M model answers "Hello!" with "Hello!" and stops. An echo is no answer:
+            # let it go on from there, in its own words ("... I'm here to help. What can I
+            # assist you with?"), only not end at once.
+            go_on = engine.stream(
+                prompt + "".join(pieces), stop, greedy=after_tool, go_on=True, grammar=grammar
+            )
+            reason = self._answer(go_on, pieces, emit)
+        if stop.is_set():
+            reason = "cancelled"
+        elif reason == "stop" and (closing := _closing_fence(pieces)):
+            pieces.append(closing)
+            emit(TextChunk(closing))
         usage = _usage(prompt_tokens, engine.count_tokens("".join(pieces)))
         emit(Finish(reason, engine.model_name, generation_id, usage))
+
+    @staticmethod
+    def _answer(
+        answer: Generator[str, None, str], pieces: list[str], emit: Callable[[object], None]
+    ) -> str:
+        """Emit an answer's pieces as they come; return why it ended."""
+        while True:
+            try:
+                piece = next(answer)
+            except StopIteration as end:
+                reason: str = end.value
+                return reason
+            pieces.append(piece)
+            emit(TextChunk(piece))
 
     def _fit(self, messages: list[Message], render: Render) -> str:
         """The prompt, dropping the oldest turns until it leaves room for an answer."""
@@ -165,6 +213,18 @@ class LocalProvider:
             if len(history) <= first_turn + 1 or self._engine.count_tokens(prompt) <= budget:
                 return prompt
             del history[first_turn]
+
+
+def _closing_fence(pieces: list[str]) -> str:
+    """The closing fence an answer that ended of its own accord inside a code block lacks.
+
+    Small models often stop right after the code's last line (SmolLM2-135M did in about half
+    of its runs for "Create a Python hello world function"): the code is complete, and only a
+    reply cut at the token cap should have its block marked truncated.
+    """
+    fences = FenceParser()
+    fences.feed("".join(pieces))
+    return fences.closing()
 
 
 def _tool_call(raw: str) -> ToolCall:

@@ -12,6 +12,7 @@ view, the same model copied them ("Hello!" was answered "84 / 2 = 42.").
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from streamchat.providers.base import Message
@@ -19,6 +20,8 @@ from streamchat.providers.schema_refs import inline_refs
 
 TOOL = "TOOL: "
 ANSWER = "ANSWER: "
+# How the pipeline writes a failed tool's result into the history.
+TOOL_ERROR = "Error: "
 
 # Worked examples, tool calls and plain answers interleaved: (question, call, answer), where a
 # call is (tool, arguments, result). A tool example is used only if its tool is offered.
@@ -97,16 +100,76 @@ def _examples(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def decision_messages(history: list[Message], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Instructions, worked examples and the conversation: for choosing TOOL or ANSWER."""
+    """Instructions, worked examples and the current turn: for choosing TOOL or ANSWER.
+
+    Only the turn being answered (its user message, and the tool calls and results so far) is
+    shown after the examples. With earlier turns in view, SmolLM2-135M chose `add` for
+    "Calculate 10 * 5, and what is my name?" after a greeting, and `multiply` without it; the
+    answer step still sees the whole conversation.
+    """
     system = [m.get("content") or "" for m in history if m["role"] == "system"]
     if tools:
         system.append(_instructions(tools))
     out = [{"role": "system", "content": "\n\n".join(s for s in system if s)}]
     if tools:
         out += _examples(tools)
-    for message in history:
+    for message in history[_current_turn(history) :]:
         out.extend(_render(message, bool(tools)))
     return out
+
+
+def _current_turn(history: list[Message]) -> int:
+    """Where the turn being answered starts: its user message."""
+    users = [i for i, message in enumerate(history) if message["role"] == "user"]
+    return users[-1] if users else 0
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def answer_grammar(history: list[Message]) -> str | None:
+    """After a numeric tool result: a grammar (GBNF) for an answer that states it.
+
+    The answer is the model's own words, but every number in it is one the turn already holds
+    (in the question, a call's arguments or a result), and a result appears at least once. Even
+    greedy, SmolLM2-135M sometimes answered without the result, or with another number, when
+    the conversation before it was odd. None when no result of this turn is a number.
+    """
+    turn = history[_current_turn(history) :]
+    results = [
+        number
+        for m in turn
+        if m["role"] == "tool"
+        for number in _NUMBER.findall(m.get("content") or "")
+        if not (m.get("content") or "").startswith(TOOL_ERROR)
+    ]
+    if not results:
+        return None
+    known = set(results)
+    for message in turn:
+        known.update(_NUMBER.findall(message.get("content") or ""))
+        for call in message.get("tool_calls", []):
+            known.update(_NUMBER.findall(call["function"]["arguments"]))
+    return "\n".join(
+        [
+            "root ::= text result text",
+            "text ::= ([^0-9] | known)*",
+            f"known ::= {_alternatives(known)}",
+            f"result ::= {_alternatives(set(results))}",
+        ]
+    )
+
+
+def _alternatives(numbers: set[str]) -> str:
+    # Longest first, so that 42 is not read as 4 then a digit nothing allows.
+    return " | ".join(json.dumps(n) for n in sorted(numbers, key=lambda n: (-len(n), n)))
+
+
+def is_echo(answer: str, history: list[Message]) -> bool:
+    """Whether an answer only repeats the user's last message ("Hello!" answered "Hello!")."""
+    users = [m.get("content") or "" for m in history if m["role"] == "user"]
+    words = set(re.findall(r"\w+", answer.lower()))
+    return bool(users) and words <= set(re.findall(r"\w+", users[-1].lower()))
 
 
 def answer_messages(history: list[Message]) -> list[dict[str, str]]:
@@ -117,7 +180,11 @@ def answer_messages(history: list[Message]) -> list[dict[str, str]]:
         role, content = message["role"], message.get("content") or ""
         if role == "tool":
             shown = calls.get(message.get("tool_call_id", ""), "a tool")
-            note = f"Tool result: {shown} = {content}"
+            if content.startswith(TOOL_ERROR):
+                # Shown as "= Error: ...", it read as a value: "10 / 0 = 1" (20 runs of 20).
+                note = f"Tool result: {shown} is an error: {content.removeprefix(TOOL_ERROR)}"
+            else:
+                note = f"Tool result: {shown} = {content}"
             if out and out[-1]["role"] == "user":
                 out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n\n{note}"}
             else:
