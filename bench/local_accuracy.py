@@ -164,16 +164,6 @@ def says_hello_in_french(replies: list[Reply]) -> str:
     return "" if "bonjour" in text.lower() else f"no bonjour: {text!r}"
 
 
-def three_bullets(replies: list[Reply]) -> str:
-    text = replies[0].text
-    bullets = re.findall(r"^\s*(?:[-*•]|\d+[.)])\s+\S", text, re.MULTILINE)
-    if len(bullets) != 3:
-        return f"{len(bullets)} bullet points: {text[:200]!r}"
-    if "server" not in text.lower() or "event" not in text.lower():
-        return f"not about SSE: {text[:200]!r}"
-    return ""
-
-
 def remembers_the_name(replies: list[Reply]) -> str:
     return "" if "ada" in replies[-1].text.lower() else f"no Ada: {replies[-1].text!r}"
 
