@@ -565,8 +565,8 @@ def build_servers(
     """streamchat, the floor, and the peers that bench/setup installed (or why they are missing).
 
     `redis` is the run's Redis for `streamchat-redis` and `streamchat-prod` (None: they are
-    left out, for the reason `no_redis`). `streamchat-memory`, `streamchat-keys` and
-    `streamchat-prod` run only when named in `wanted`.
+    left out, for the reason `no_redis`). `streamchat-memory`, `streamchat-nometrics`,
+    `streamchat-keys` and `streamchat-prod` run only when named in `wanted`.
     """
     servers: list[Server] = []
     # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
@@ -612,6 +612,14 @@ def build_servers(
             {"STORE_URL": "memory://"},
             None,
             "`STORE_URL=memory://`, otherwise the defaults: what the SQLite store costs",
+            True,
+            (),
+        ),
+        (
+            "streamchat-nometrics",
+            {"METRICS": "0"},
+            None,
+            "`METRICS=0`, otherwise the defaults: what the Prometheus metrics cost",
             True,
             (),
         ),

@@ -673,7 +673,8 @@ def main() -> int:
         nargs="*",
         default=[],
         help="only these (streamchat streamchat-redis floor vercel-ai-sdk litellm-proxy; also "
-        "streamchat-memory, streamchat-keys and streamchat-prod, which run only when named)",
+        "streamchat-memory, streamchat-nometrics, streamchat-keys and streamchat-prod, which "
+        "run only when named)",
     )
     parser.add_argument(
         "--scenarios",
