@@ -132,6 +132,7 @@ async def test_a_killed_holder_frees_its_conversation_after_the_lease_and_reader
 
     a.process.kill()
     await a.process.wait()
+    starter.response.close()
     killed = time.monotonic()
     terminal = (await asyncio.wait_for(watcher.rest(), 15))[-1]
     upstream.add(text_reply("back again"))

@@ -51,6 +51,7 @@ class Reader:
             event = await self.next()
             out.append(event)
             if event["type"] in ("completion", "error"):
+                self.response.close()  # nothing follows the terminal event: free the connection
                 return out
 
 
