@@ -306,6 +306,71 @@ async def test_sqlite_migrates_a_file_from_an_older_schema(tmp_path: Path) -> No
     assert version == len(MIGRATIONS)
 
 
+async def test_sqlite_turns_begun_at_once_share_commits_and_each_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    commits = _count_commits(store)
+    numbers = await asyncio.gather(*(run_turn(store, f"c{n}", f"question {n}") for n in range(40)))
+    again = await asyncio.gather(*(run_turn(store, f"c{n}", "and again") for n in range(40)))
+    listed, _ = await store.recent("me", 100)
+    stored = [await store.load("me", f"c{n}") for n in range(40)]
+    await store.close()
+
+    assert numbers == [1] * 40 and again == [2] * 40
+    assert len(listed) == 40
+    for n, conversation in enumerate(stored):
+        assert conversation is not None and conversation.running_turn is None
+        assert [m.get("content") for m in conversation.messages] == [
+            "be brief",
+            f"question {n}",
+            "ok",
+            "and again",
+            "ok",
+        ]
+    # 160 writes (a begin and an end per turn) in far fewer transactions than one each.
+    assert 0 < commits[0] < 160
+
+
+async def test_sqlite_a_call_that_fails_is_undone_alone_in_its_batch(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "chat.db"))
+    await store.open()
+
+    def half_then_fail() -> None:
+        store.db.execute(
+            "INSERT INTO conversations (owner, id, title, created_at, updated_at)"
+            " VALUES ('me', 'half', 't', 1, 1)"
+        )
+        raise sqlite3.OperationalError("disk I/O error")
+
+    outcomes = await asyncio.gather(
+        run_turn(store, "before", "one"),
+        store._run(half_then_fail),
+        run_turn(store, "after", "two"),
+        return_exceptions=True,
+    )
+    half = await store.load("me", "half")
+    before, after = await store.load("me", "before"), await store.load("me", "after")
+    await store.close()
+
+    assert outcomes[0] == 1 and outcomes[2] == 1
+    assert isinstance(outcomes[1], sqlite3.OperationalError)
+    assert half is None  # its write was rolled back, and only its own
+    assert before is not None and after is not None
+
+
+def _count_commits(store: SqliteStore) -> list[int]:
+    """Counts the store's transactions from here on (a trace of its connection's statements)."""
+    count = [0]
+
+    def trace(statement: str) -> None:
+        if statement == "COMMIT":
+            count[0] += 1
+
+    store.db.set_trace_callback(trace)
+    return count
+
+
 async def test_sqlite_refuses_a_file_from_a_newer_streamchat(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = sqlite3.connect(path)
