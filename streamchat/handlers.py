@@ -17,6 +17,7 @@ from aiohttp import web
 from streamchat.appkeys import BACKEND, LIMITER, METRICS, RUNNER, SETTINGS, STORE
 from streamchat.errors import ApiError
 from streamchat.eventbus import Followable
+from streamchat.eventlog import TurnLog
 from streamchat.logs import TURN_LOG
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
@@ -34,8 +35,9 @@ from streamchat.turns import RunningTurn, TurnRequest
 STOP_WAIT_SECONDS = 3.0
 
 
-async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
-    """Start a turn for any protocol, once the server can take it."""
+async def start_turn(request: web.Request, turn: TurnRequest, new: bool = False) -> RunningTurn:
+    """Start a turn for any protocol, once the server can take it (`new`: the conversation id
+    was just made, so nothing is stored under it yet)."""
     app = request.app
     runner = app[RUNNER]
     if runner.draining:
@@ -46,7 +48,7 @@ async def start_turn(request: web.Request, turn: TurnRequest) -> RunningTurn:
             headers={"Retry-After": "5"},
         )
     await app[STORE].ping()
-    if turn.history is None:
+    if turn.history is None and not new:
         await refuse_if_full(request, turn.conversation_id)
     limiter = app[LIMITER]
     limiter.check_model(turn.model, app[BACKEND].model)
@@ -67,6 +69,7 @@ async def stream_chat(request: web.Request) -> web.StreamResponse:
     turn = await start_turn(
         request,
         TurnRequest(owner_of(request), conversation_id, chat.message, model, chat.regenerate),
+        new=chat.conversation_id is None,
     )
     return await serve(request, turn.log, -1, turn)
 
@@ -112,6 +115,15 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
     metrics = app[METRICS]
     if metrics is not None:
         (metrics.joins if after is None else metrics.resumes).inc()
+    # A turn of this owner's conversation in memory, running or retained, proves that the
+    # conversation is there: a join or a resume of it needs nothing from the store.
+    running = runner.running(owner, conversation_id)
+    if after is None and running is not None:
+        return await serve(request, running.log, -1, running)
+    if after is not None:
+        log = runner.find_log(owner, conversation_id, after[0])
+        if log is not None:
+            return await _serve_log(request, log, after[1], running)
     conversation = await app[STORE].load(owner, conversation_id)
     if conversation is None:
         raise no_conversation(conversation_id)
@@ -126,11 +138,7 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
         number, index = after
     log = runner.find_log(owner, conversation_id, number)
     if log is not None:
-        if log.finished and index >= len(log.events) - 1:
-            return web.Response(status=204)
-        running = runner.running(owner, conversation_id)
-        local = running if running is not None and running.log is log else None
-        return await serve(request, log, index, local)
+        return await _serve_log(request, log, index, runner.running(owner, conversation_id))
     bus = runner.bus
     remote = await bus.remote(owner, conversation_id, number) if bus is not None else None
     if remote is not None:
@@ -140,6 +148,16 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
     elif conversation.interrupted_turn == number and after is not None:
         return await tell_interrupted(request, conversation_id, number, index + 1)
     return web.Response(status=204)
+
+
+async def _serve_log(
+    request: web.Request, log: TurnLog, index: int, running: RunningTurn | None
+) -> web.StreamResponse:
+    """A turn's events after `index` from its log in memory; 204 when there are none left."""
+    if log.finished and index >= len(log.events) - 1:
+        return web.Response(status=204)
+    local = running if running is not None and running.log is log else None
+    return await serve(request, log, index, local)
 
 
 async def stop_turn(request: web.Request) -> web.Response:

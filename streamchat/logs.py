@@ -15,6 +15,7 @@ the lines here and in the turn runner add them only then.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -50,11 +51,17 @@ _QUIET_PATHS = frozenset({"/health", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# A new id is this process's random prefix and a count: unique without a system call per
+# request (ids need not be secret, only distinct).
+_PREFIX = uuid.uuid4().hex[:16]
+_COUNT = itertools.count(1)
+
+
 def request_id_from(sent: str | None) -> str:
     """The caller's id when it is sane, else a new one."""
     if sent is not None and _SANE_ID.fullmatch(sent):
         return sent
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNT):016x}"
 
 
 @web.middleware

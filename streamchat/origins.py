@@ -15,6 +15,7 @@ Three walls, checked before any caller is authenticated:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -112,20 +113,23 @@ def forbidden_origin() -> ApiError:
     )
 
 
+@functools.lru_cache(maxsize=256)  # a few host names, every request: remember the answer
+def _host_allowed(hosts: tuple[str, ...], host: str) -> bool:
+    name = split_host(host)[0]
+    return any(
+        name == allowed
+        or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:]))
+        for allowed in hosts
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Gate:
     hosts: tuple[str, ...] | None
     cors_origins: frozenset[str]
 
     def host_allowed(self, host: str) -> bool:
-        if self.hosts is None:
-            return True
-        name = split_host(host)[0]
-        return any(
-            name == allowed
-            or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:]))
-            for allowed in self.hosts
-        )
+        return self.hosts is None or _host_allowed(self.hosts, host)
 
     def check_host(self, request: web.Request) -> None:
         if request.path == "/health":
