@@ -3,7 +3,8 @@
 Each turn's events go to one stream, `<prefix>turn:<owner>:<conversation>:<turn>`, one entry per
 batch of events (one upstream read, not one token) whose id is `0-<last chunkIndex + 1>`, so "the
 events after index k" is `XREAD ... 0-<k + 1>` and a resume needs no lookup. The process running
-the turn appends one pipeline per batch (a batch whose write failed goes with the next one),
+the turn hands each batch to one pipeline shared by every turn, sent at most every `FLUSH_SECONDS`
+(a batch whose write failed goes with the next one),
 keeps a liveness key alive while the turn runs, and sets the stream to expire
 `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
 another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
@@ -40,6 +41,10 @@ READING_SECONDS = 2.0
 MAX_STREAM_ENTRIES = 100_000
 # How long a running turn's stream is kept past the retention, should its process die.
 RUNNING_TTL_MS = 3_600_000
+# Every running turn's new events go to Redis together, in one pipeline at most this often: a
+# reader on another process sees a token at most this much later, and a paced model's token
+# costs a command in a shared pipeline rather than a round trip of its own.
+FLUSH_SECONDS = 0.01
 
 
 class RedisEventBus:
@@ -49,6 +54,7 @@ class RedisEventBus:
         self._prefix = prefix
         self._channel = prefix + "stop"
         self._listener: asyncio.Task[None] | None = None
+        self._flusher = _Flusher(client, self._retention_ms)
 
     def turn_key(self, owner: str, conversation_id: str, turn: int) -> str:
         owner_part = quote(owner.encode("utf-8", "surrogatepass"), safe="")
@@ -109,24 +115,11 @@ class RedisEventBus:
         try:
             async for first, events, elapsed in turn_log.follow():
                 unsent += [to_wire(e, first + n, elapsed[n]) for n, e in enumerate(events)]
-                # One stream entry per batch (one upstream read): its id is the index of its
-                # last event, so "after index k" is XREAD from 0-<k+1> and skips nothing.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.xadd(
-                    key,
-                    {"e": json.dumps(unsent, ensure_ascii=False)},
-                    id=f"0-{unsent[-1]['chunkIndex'] + 1}",
-                    maxlen=MAX_STREAM_ENTRIES,
-                    approximate=True,
-                )
                 finished = isinstance(events[-1], Terminal)
-                if finished:
-                    pipe.pexpire(key, self._retention_ms)
-                    pipe.delete(alive)
-                elif not expiring:  # a running turn's stream outlives it by the retention
-                    pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
                 try:
-                    await pipe.execute()
+                    # Waits for the next shared flush: what the log gains meanwhile goes in
+                    # this turn's next entry.
+                    await self._flusher.send(_Entry(key, unsent, finished, not expiring))
                 except (RedisError, OSError) as exc:
                     # Kept, and sent with the next batch: a reader elsewhere sees it late,
                     # never a gap.
@@ -158,6 +151,88 @@ class RedisEventBus:
             return await awaitable
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(str(exc)) from None
+
+
+class _Entry:
+    """One turn's events since its last entry, on their way to its stream."""
+
+    __slots__ = ("events", "finished", "first", "key")
+
+    def __init__(self, key: str, events: list[dict[str, Any]], finished: bool, first: bool):
+        self.key, self.events, self.finished, self.first = key, events, finished, first
+
+
+class _Flusher:
+    """Sends the entries of every running turn in one pipeline, at most every `FLUSH_SECONDS`.
+
+    A turn's mirror hands its entry over and waits for the flush that carries it (or for its
+    error), so each turn has at most one entry in flight and its entries stay in order. One
+    entry per turn and flush is one stream entry whose id is the index of its last event.
+    """
+
+    def __init__(self, client: Redis, retention_ms: int) -> None:
+        self._client = client
+        self._retention_ms = retention_ms
+        self._waiting: list[tuple[_Entry, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0
+
+    async def send(self, entry: _Entry) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((entry, future))
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            # A terminal event, or a first entry after a quiet spell, goes at once.
+            due = 0.0 if entry.finished else max(0.0, self._last + FLUSH_SECONDS - loop.time())
+            self._timer = loop.call_later(due, self._flush)
+        await future
+
+    def _flush(self) -> None:
+        self._timer = None
+        self._last = asyncio.get_running_loop().time()
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._write(waiting))
+        _flushes.add(task)
+        task.add_done_callback(_flushes.discard)
+
+    async def _write(self, waiting: list[tuple[_Entry, asyncio.Future[None]]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        ends: list[int] = []  # where each entry's commands end in the pipeline's replies
+        for entry, _ in waiting:
+            key = entry.key
+            pipe.xadd(
+                key,
+                {"e": json.dumps(entry.events, ensure_ascii=False)},
+                id=f"0-{entry.events[-1]['chunkIndex'] + 1}",
+                maxlen=MAX_STREAM_ENTRIES,
+                approximate=True,
+            )
+            if entry.finished:
+                pipe.pexpire(key, self._retention_ms)
+                pipe.delete(key + ":alive")
+            elif entry.first:  # a running turn's stream outlives it by the retention
+                pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
+            ends.append(len(pipe))
+        try:
+            # One turn's refused entry must not fail the others: each is judged by its replies.
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            replies = [exc] * len(pipe)
+        start = 0
+        for (_, future), end in zip(waiting, ends, strict=True):
+            # The XADD decides: the expiry commands after it only tidy up.
+            reply = replies[start]
+            start = end
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(None)
+
+
+# The flushes under way (a task is kept referenced until it is done).
+_flushes: set[asyncio.Task[None]] = set()
 
 
 class RedisRemoteLog:
