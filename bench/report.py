@@ -892,9 +892,41 @@ def _side_by_side(data: Report, shown: list[str]) -> dict[str, dict[str, float |
     return figures
 
 
-def _cost(on: float | None, off: float | None) -> str:
-    """How much lower `on` is than `off`, in per cent of `off` (a cost of throughput)."""
-    return DASH if on is None or not off else f"{(1 - on / off) * 100:.1f}%"
+BUSY_SHARE = 90.0  # per cent of its core: a server with less was sharing it with other work
+
+
+def _cost_sentence(what: str, on: dict[str, float | None], off: dict[str, float | None]) -> str:
+    """The cost of a feature in throughput, read from the CPU per event, and the events/s.
+
+    On a core of its own a server's events/s go as the inverse of its CPU per event, and the
+    CPU per event holds when the machine is busy, where the events/s follow the share of the
+    core the server got: so the CPU per event states the cost, the events/s are beside it.
+    """
+    if not on["cpu"] or not off["cpu"]:
+        return ""
+    cost = (1 - off["cpu"] / on["cpu"]) * 100
+    said = (
+        f"**{what} costs {cost:.1f}% of throughput**, read from the CPU per event "
+        f"({fmt(on['cpu'], 1)} against {fmt(off['cpu'], 1)} ms per 1,000 events, "
+        f"{ratio(on['cpu'], off['cpu'])}: on a core of its own the server serves "
+        f"{off['cpu'] / on['cpu']:.2f}{X} the events)."
+    )
+    if on["eps"] is None or not off["eps"]:
+        return said
+    said += (
+        f" Events/s measured in this run: {ratio(on['eps'], off['eps'])} "
+        f"({fmt(on['eps'], 0)} against {fmt(off['eps'], 0)})"
+    )
+    on_share, off_share = on["util"], off["util"]
+    if on_share is None or off_share is None:
+        return said + "."
+    low, high = sorted((on_share, off_share))
+    if low < BUSY_SHARE or high - low > 10:
+        return said + (
+            f", with {fmt(on['util'], 0)}% and {fmt(off['util'], 0)}% of the server's core: "
+            "the machine was busy with other work, so that ratio is mostly the machine's."
+        )
+    return said + f", each with at least {BUSY_SHARE:.0f}% of the server's core."
 
 
 def _observability_section(data: Report) -> list[str]:
@@ -929,7 +961,7 @@ def _observability_section(data: Report) -> list[str]:
                 f"{times:.2f}{X} (CPU per event {ratio(on['cpu'], off['cpu'])}) | "
                 f"{_met(times >= METRICS_RATIO)} |",
                 "",
-                f"Metrics on cost {_cost(on['eps'], off['eps'])} of throughput in this run.",
+                _cost_sentence("Metrics on", on, off),
             ]
         lines.append("")
     if {OTEL, DEFAULT} <= ran and (OTEL in tp or OTEL in c200):
@@ -985,14 +1017,11 @@ def _tracing_table(data: Report, f: dict[str, dict[str, float | None]], latency:
         f"{_signed(delta['ttfb_p50'])} / {_signed(delta['ttfb_p99'])} |",
         "",
     ]
-    if on["eps"] is not None and off["eps"]:
-        more = _minus(on["cpu"], off["cpu"])
-        cpu = DASH if more is None or not off["cpu"] else f"{more / off['cpu'] * 100:+.1f}%"
+    if on["cpu"] and off["cpu"]:
         lines += [
-            f"**Tracing on costs {_cost(on['eps'], off['eps'])} of throughput** "
-            f"({fmt(on['eps'], 0)} against {fmt(off['eps'], 0)} events/s; CPU per event {cpu}), "
-            "with every span sampled and exported. No target is set for it (issue 14: report "
-            "the cost).",
+            _cost_sentence("Tracing on", on, off)
+            + " Every span sampled and exported; no target is set for tracing (issue 14: "
+            "report the cost).",
             "",
         ]
     lines += _sink_lines(data)
