@@ -214,6 +214,66 @@ class Upstream:
         return Target("upstream (direct)", self.port, "/v1/chat/completions", "openai")
 
 
+class OtlpSink:
+    """bench/otlpsink.py in its own process, pinned to the load core: where spans go."""
+
+    def __init__(self, core: str | None) -> None:
+        self.core = core
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [str(VENV_PY), str(BENCH / "otlpsink.py"), "--port", str(self.port)]
+        self.proc = _spawn("otlpsink", pinned(argv, self.core), _base_env(), BENCH)
+        _wait_ready(self.proc, self.port, "/health", 20.0)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = http("GET", self.port, "/_bench/stats")
+        return result
+
+    def spans(self, start_ns: int, end_ns: int) -> dict[str, int]:
+        """Spans by name that ended in this wall-clock window (once they have been exported)."""
+        query = f"/_bench/spans?start_ns={start_ns}&end_ns={end_ns}"
+        result: dict[str, int] = http("GET", self.port, query)
+        return result
+
+
+def otel_missing(code: Path) -> str | None:
+    """Why streamchat cannot trace here (None: it can): the setting, and the `otel` extra."""
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" not in settings_names(code):
+        return "OTEL_EXPORTER_OTLP_ENDPOINT is not a setting of this streamchat"
+    modules = (
+        "opentelemetry.sdk.trace",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.instrumentation.aiohttp_client",
+    )
+    probe = subprocess.run(
+        [str(VENV_PY), "-c", "; ".join(f"import {m}" for m in modules)],
+        capture_output=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return "the otel extra is not installed in the venv (pip install 'streamchat[otel]')"
+    return None
+
+
 # --- Redis and nginx, for the servers that keep their conversations in Redis ------------------
 
 
@@ -418,6 +478,7 @@ class Server:
     # The Redis its store lives in (database `redis_db`), emptied before every start as `home`.
     redis: RedisServer | None = None
     redis_db: int = 0
+    sink: OtlpSink | None = None  # where its spans go (streamchat-otel)
 
     @property
     def keeps_turns(self) -> bool:
@@ -435,8 +496,14 @@ class Server:
 
     @property
     def side_pids(self) -> tuple[int, ...]:
-        """Processes that do part of its work elsewhere (its Redis): their CPU is reported too."""
-        return (self.redis.pid,) if self.redis is not None and self.redis.running else ()
+        """Processes that do part of its work elsewhere (its Redis, its trace sink): their CPU
+        is reported too."""
+        found = []
+        if self.redis is not None and self.redis.running:
+            found.append(self.redis.pid)
+        if self.sink is not None and self.sink.running:
+            found.append(self.sink.pid)
+        return tuple(found)
 
     def start(self, core: str | None) -> None:
         if self.home is not None:
@@ -544,9 +611,10 @@ def streamchat_server(
 
 
 def streamchat_env(upstream: Upstream, streamchat_dir: Path) -> dict[str, str]:
-    """The environment of a streamchat process: none of the caller's own streamchat settings."""
+    """The environment of a streamchat process: none of the caller's own streamchat settings,
+    and none of OpenTelemetry's (`OTEL_BSP_*`, sampling, ...): the SDK's defaults are measured."""
     mine = settings_names(streamchat_dir)
-    env = {k: v for k, v in _base_env().items() if k not in mine}
+    env = {k: v for k, v in _base_env().items() if k not in mine and not k.startswith("OTEL_")}
     env.update(
         OPENROUTER_API_KEY="bench-key",
         OPENROUTER_BASE_URL=upstream.base("/api/v1"),
@@ -561,12 +629,16 @@ def build_servers(
     streamchat_dir: Path,
     redis: RedisServer | None = None,
     no_redis: str | None = None,
+    sink: OtlpSink | None = None,
+    no_sink: str | None = None,
 ) -> list[Server]:
     """streamchat, the floor, and the peers that bench/setup installed (or why they are missing).
 
     `redis` is the run's Redis for `streamchat-redis` and `streamchat-prod` (None: they are
-    left out, for the reason `no_redis`). `streamchat-memory`, `streamchat-nometrics`,
-    `streamchat-keys` and `streamchat-prod` run only when named in `wanted`.
+    left out, for the reason `no_redis`); `sink` the OTLP/HTTP sink `streamchat-otel` sends its
+    spans to (None: left out, for the reason `no_sink`). `streamchat-memory`,
+    `streamchat-nometrics`, `streamchat-otel`, `streamchat-keys` and `streamchat-prod` run only
+    when named in `wanted`.
     """
     servers: list[Server] = []
     # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
@@ -581,6 +653,10 @@ def build_servers(
         "" if "METRICS" in known else " (not a setting of this streamchat yet: ignored)"
     )
     redis_url = redis.url(REDIS_DB) if redis is not None else ""
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint if sink is not None else "",
+        "OTEL_SERVICE_NAME": "streamchat-bench",
+    }
     prod_url = redis.url(PROD_DB) if redis is not None else ""
     # streamchat as it ships: every setting at its default but the upstream's, so the SQLite
     # store and the resume grace are measured. `python <snapshot>/app.py` imports the copied
@@ -624,6 +700,17 @@ def build_servers(
             (),
         ),
         (
+            "streamchat-otel",
+            otel,
+            None,
+            "`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<port>` (an OTLP/HTTP sink the "
+            "harness starts, pinned with the load, answering every export at once), "
+            "`OTEL_SERVICE_NAME=streamchat-bench`, the SDK's own defaults (every span sampled, "
+            "a batch span processor), otherwise the defaults: what tracing costs",
+            True,
+            (),
+        ),
+        (
             "streamchat-keys",
             keys_settings(key),
             None,
@@ -647,6 +734,10 @@ def build_servers(
     ):
         server = streamchat_server(name, streamchat_dir, {**env, **changed}, about, opt_in)
         server.headers = headers
+        if name == "streamchat-otel":
+            server.sink = sink
+            if sink is None:
+                server.skipped = no_sink or "no trace sink"
         if db is not None:
             server.redis, server.redis_db = redis, db
             if redis is None:

@@ -25,6 +25,8 @@ MEMORY = "streamchat-memory"  # the same with STORE_URL=memory://
 REDIS = "streamchat-redis"  # the same with STORE_URL=redis://... (the harness's redis-server)
 KEYS = "streamchat-keys"  # the defaults plus AUTH=keys and every limit set
 PROD = "streamchat-prod"  # Redis, AUTH=keys, every limit, metrics: the production configuration
+NOMETRICS = "streamchat-nometrics"  # the defaults with METRICS=0
+OTEL = "streamchat-otel"  # the defaults plus OpenTelemetry traces to the harness's OTLP sink
 # Issue 10's targets for the Redis store.
 REDIS_FLOOR_RATIO = 0.7  # throughput at least this times the floor's
 REDIS_EXTRA_P99_MS = 2.0  # token delay p99 at 200 paced streams at most this over SQLite's
@@ -32,6 +34,7 @@ RESUME_P99_MS = 10.0  # first replayed event, p99
 PROTOCOL_RATIO = 0.9  # issue 12: each protocol's tokens/s at least this times the native's
 KEYS_RATIO = 0.95  # issue 11: auth and limit checks cost at most a few per cent of events/s
 PROD_FLOOR_RATIO = 0.9  # issue 15: the production configuration at least this times the floor
+METRICS_RATIO = 0.95  # issue 14: throughput with metrics on at least this times metrics off
 NATIVE = "native"
 X = "\u00d7"  # the ratio sign, kept out of the source as ruff asks
 DASH = "\u2013"  # a missing figure
@@ -113,6 +116,8 @@ class Report:
     machine: dict[str, str]
     versions: dict[str, str]
     about: dict[str, str] = field(default_factory=dict)  # name -> its configuration
+    # What the traced server exported (the OTLP sink's totals) and said about it in its log.
+    tracing: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Report:
@@ -205,6 +210,8 @@ def report(data: Report) -> str:
         lines += _protocol_table(data)
     if any(name in data.servers for name in (KEYS, PROD)):
         lines += _config_section(data, names)
+    if any(name in data.servers for name in (NOMETRICS, OTEL)):
+        lines += _observability_section(data)
     if _has_both(res, REDIS):
         lines += _redis_section(data)
     if _has_both(res):
@@ -858,6 +865,228 @@ def _config_section(data: Report, names: list[str]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _side_by_side(data: Report, shown: list[str]) -> dict[str, dict[str, float | None]]:
+    """Scenario 1's and 2's figures of these servers, latency as added over the upstream."""
+    res = data.results
+    tp = res.get("throughput", {}).get("text", {})
+    c200 = res.get("latency", {}).get("c200", {})
+    base = {k: med(c200.get("upstream (direct)", []), k) for k in ("delay_p99", "delay_p50")}
+    base |= {k: med(c200.get("upstream (direct)", []), k) for k in ("ttfb_p99", "ttfb_p50")}
+    figures: dict[str, dict[str, float | None]] = {}
+    for name in shown:
+        rows = [r for r in tp.get(name, []) if "failed" not in r]
+        lat = [r for r in c200.get(name, []) if "failed" not in r]
+        errors = sum(r.get("errors", 0) for r in rows) + sum(r.get("errors", 0) for r in lat)
+        figures[name] = {
+            "eps": med(rows, "events_per_s"),
+            "cpu": med(rows, "cpu_ms_per_1k"),
+            "util": _pc(med(rows, "server_cpu_util")),
+            "side": med(rows, "side_cpu_ms_per_1k"),
+            "spans": med(rows, "spans_per_turn"),
+            "traced": med(rows, "turns_traced"),
+            "errors": float(errors),
+            **{k: _minus(med(lat, k), b) for k, b in base.items()},
+        }
+    return figures
+
+
+BUSY_SHARE = 90.0  # per cent of its core: a server with less was sharing it with other work
+
+
+def _cost_sentence(what: str, on: dict[str, float | None], off: dict[str, float | None]) -> str:
+    """The cost of a feature in throughput, read from the CPU per event, and the events/s.
+
+    On a core of its own a server's events/s go as the inverse of its CPU per event, and the
+    CPU per event holds when the machine is busy, where the events/s follow the share of the
+    core the server got: so the CPU per event states the cost, the events/s are beside it.
+    """
+    if not on["cpu"] or not off["cpu"]:
+        return ""
+    cost = (1 - off["cpu"] / on["cpu"]) * 100
+    said = (
+        f"**{what} costs {cost:.1f}% of throughput**, read from the CPU per event "
+        f"({fmt(on['cpu'], 1)} against {fmt(off['cpu'], 1)} ms per 1,000 events, "
+        f"{ratio(on['cpu'], off['cpu'])}: on a core of its own the server serves "
+        f"{off['cpu'] / on['cpu']:.2f}{X} the events)."
+    )
+    if on["eps"] is None or not off["eps"]:
+        return said
+    said += (
+        f" Events/s measured in this run: {ratio(on['eps'], off['eps'])} "
+        f"({fmt(on['eps'], 0)} against {fmt(off['eps'], 0)})"
+    )
+    on_share, off_share = on["util"], off["util"]
+    if on_share is None or off_share is None:
+        return said + "."
+    low, high = sorted((on_share, off_share))
+    if low < BUSY_SHARE or high - low > 10:
+        return said + (
+            f", with {fmt(on['util'], 0)}% and {fmt(off['util'], 0)}% of the server's core: "
+            "the machine was busy with other work, so that ratio is mostly the machine's."
+        )
+    return said + f", each with at least {BUSY_SHARE:.0f}% of the server's core."
+
+
+def _observability_section(data: Report) -> list[str]:
+    """Issue 14: what the metrics and the traces cost, each against the same server without."""
+    tp = data.results.get("throughput", {}).get("text", {})
+    c200 = data.results.get("latency", {}).get("c200", {})
+    clients = data.plan.lat200_clients
+    ran = {n for n, why in data.servers.items() if why is None}
+    lines = ["## Observability: what metrics and traces cost", ""]
+    latency = (
+        f"added token delay p50 / p99, {clients} streams | added TTFB p50 / p99, {clients} streams"
+    )
+    if {NOMETRICS, DEFAULT} <= ran and NOMETRICS in tp:
+        f = _side_by_side(data, [DEFAULT, NOMETRICS])
+        on, off = f[DEFAULT], f[NOMETRICS]
+        lines += [
+            "### Metrics",
+            "",
+            f"| server | metrics | events/s | CPU ms / 1k events | server CPU | {latency} | "
+            "errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, state in ((DEFAULT, "on (the default)"), (NOMETRICS, "off (`METRICS=0`)")):
+            lines.append(_observed_row(name, state, f[name]))
+        if on["eps"] is not None and off["eps"]:
+            times = on["eps"] / off["eps"]
+            lines += [
+                "",
+                "| target (issue 14) | measured | |",
+                "|---|---|---|",
+                f"| throughput with metrics on at least {METRICS_RATIO:.2f}{X} metrics off | "
+                f"{times:.2f}{X} (CPU per event {ratio(on['cpu'], off['cpu'])}) | "
+                f"{_met(times >= METRICS_RATIO)} |",
+                "",
+                _cost_sentence("Metrics on", on, off),
+            ]
+        lines.append("")
+    if {OTEL, DEFAULT} <= ran and (OTEL in tp or OTEL in c200):
+        lines += _tracing_table(data, _side_by_side(data, [DEFAULT, OTEL]), latency)
+    elif OTEL in data.servers:
+        why = data.servers[OTEL] or f"`{DEFAULT}` was not in the run to compare it with"
+        lines += ["### Tracing", "", f"Not measured: {why}.", ""]
+    return lines
+
+
+def _observed_row(name: str, state: str, f: dict[str, float | None]) -> str:
+    return (
+        f"| {name} | {state} | {fmt(f['eps'], 0)} | {fmt(f['cpu'], 1)} | "
+        f"{_unit(f['util'], 0, '%')} | {fmt(f['delay_p50'], 2)} / "
+        f"{_unit(f['delay_p99'], 2, ' ms')} | {fmt(f['ttfb_p50'], 2)} / "
+        f"{_unit(f['ttfb_p99'], 2, ' ms')} | {fmt(f['errors'], 0)} |"
+    )
+
+
+def _tracing_table(data: Report, f: dict[str, dict[str, float | None]], latency: str) -> list[str]:
+    off, on = f[DEFAULT], f[OTEL]
+    lines = [
+        "### Tracing",
+        "",
+        f"| server | tracing | events/s | CPU ms / 1k events | server CPU | {latency} | "
+        f"errors | sink CPU ms / 1k events | spans exported / turn | turns traced |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, state, fig in (
+        (DEFAULT, "off (the default)", off),
+        (OTEL, "on: OTLP/HTTP, every span", on),
+    ):
+        traced = name == OTEL
+        lines.append(
+            _observed_row(name, state, fig)
+            + (
+                f" {fmt(fig['side'], 2)} | {fmt(fig['spans'], 2)} | "
+                f"{_unit(_pc(fig['traced']), 0, '%')} |"
+                if traced
+                else f" {DASH} | {DASH} | {DASH} |"
+            )
+        )
+    delta = {k: _minus(on[k], off[k]) for k in ("delay_p50", "delay_p99", "ttfb_p50", "ttfb_p99")}
+    lines += [
+        "",
+        f"| {OTEL} against {DEFAULT} | |",
+        "|---|---:|",
+        f"| events/s | {ratio(on['eps'], off['eps'])} |",
+        f"| CPU per event | {ratio(on['cpu'], off['cpu'])} |",
+        f"| token delay at {data.plan.lat200_clients} streams, p50 / p99 | "
+        f"{_signed(delta['delay_p50'])} / {_signed(delta['delay_p99'])} |",
+        f"| TTFB at {data.plan.lat200_clients} streams, p50 / p99 | "
+        f"{_signed(delta['ttfb_p50'])} / {_signed(delta['ttfb_p99'])} |",
+        "",
+    ]
+    if on["cpu"] and off["cpu"]:
+        lines += [
+            _cost_sentence("Tracing on", on, off)
+            + " Every span sampled and exported; no target is set for tracing (issue 14: "
+            "report the cost).",
+            "",
+        ]
+    lines += _sink_lines(data)
+    lines += [
+        f"`{DEFAULT}` is the server as it ships, with tracing off: without "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` nothing of OpenTelemetry is imported, no tracing "
+        "middleware is installed and the provider is not wrapped; what is left of tracing on the "
+        "hot path is an `is None` check per turn and per tool call. So tracing off costs "
+        "nothing to measure, and "
+        f"the off row is `{DEFAULT}` itself. `{OTEL}` is the same server with the endpoint set to "
+        "an OTLP/HTTP sink the harness runs on core 1 (`bench/otlpsink.py`: it answers every "
+        "export at once with an empty `200`, so the exporter never waits or retries; its CPU is "
+        "the *sink CPU* column, not in the server's CPU per event), and the SDK's defaults: "
+        "every span sampled, a batch span processor exporting from a thread of its own in the "
+        "server's process (that thread's CPU is in the server's figure). *Spans exported / "
+        "turn*: the spans whose end time fell in scenario 1's measured window, as the sink "
+        "decoded them once the exporter had sent them, over the streams that finished in the "
+        f"window; *turns traced*: the turns' own `invoke_agent` spans over the same streams "
+        "(100%: no turn's spans were dropped). *Added* latency is over the upstream's own "
+        "figures; the second table is tracing on minus off. A difference of a few per cent is "
+        "within the noise of one run on a shared machine: repeat before reading one.",
+        "",
+    ]
+    return lines
+
+
+def _sink_lines(data: Report) -> list[str]:
+    sink = data.tracing.get("sink")
+    if not sink:
+        return []
+    spans = sink.get("spans")
+    size = sink.get("bytes", 0)
+    said = []
+    if spans is None:
+        said.append(
+            f"The sink received {sink.get('requests', 0):,} exports, {size / 1e6:.1f} MB (it "
+            "could not decode spans: opentelemetry-proto is not in the venv)."
+        )
+    else:
+        names = ", ".join(
+            f"`{n}` {c:,}"
+            for n, c in sorted(sink.get("by_name", {}).items(), key=lambda kv: -kv[1])
+        )
+        said.append(
+            f"Over the whole run the sink received {sink.get('requests', 0):,} exports, "
+            f"{size / 1e6:.1f} MB, {spans:,} spans "
+            f"({size / spans if spans else 0:.0f} bytes a span; by name: {names})."
+            + (
+                f" {sink['undecoded']} exports could not be decoded."
+                if sink.get("undecoded")
+                else ""
+            )
+        )
+    warnings = data.tracing.get("queue_full_warnings")
+    if warnings:
+        said.append(
+            f"The server's log says {warnings} times that the span queue was full: spans were "
+            "dropped, and the cost above is of fewer spans than the turns made."
+        )
+    elif warnings == 0:
+        said.append("The server's log has no warning of a full span queue (no span dropped).")
+    banner = data.tracing.get("banner")
+    if banner:
+        said.append(f"Its start-up line: `{banner}`.")
+    return [" ".join(said), ""]
 
 
 def _raw_section(data: Report) -> list[str]:

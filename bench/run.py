@@ -32,7 +32,9 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
 streamchat-redis and streamchat-prod (Redis, AUTH=keys, every limit, metrics; only when named)
 run on a redis-server the harness starts on a free port (pinned with the load); they are left
 out, saying why, when redis-server or redis-py is missing. streamchat-keys (only when named) is
-the default configuration with AUTH=keys and every limit set.
+the default configuration with AUTH=keys and every limit set. streamchat-otel (only when named)
+is the default configuration sending OpenTelemetry traces to an OTLP/HTTP sink the harness starts
+(bench/otlpsink.py, pinned with the load), which counts what it receives.
 
 Then a py-spy profile of streamchat under scenario 1. Results: printed, and written to
 bench/RESULTS.md (every figure in bench/out/RESULTS.json).
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import fcntl
 import functools
@@ -64,10 +67,12 @@ from loadclient import Load, Target
 from procs import (
     BENCH,
     LOAD_CORE,
+    LOGS,
     OUT,
     SERVER_CORE,
     VENV_PY,
     Nginx,
+    OtlpSink,
     RedisServer,
     Server,
     Upstream,
@@ -75,6 +80,7 @@ from procs import (
     cpu_seconds,
     git_state,
     nginx_path,
+    otel_missing,
     readme_nginx_config,
     redis_missing,
     snapshot_streamchat,
@@ -101,6 +107,11 @@ from scenarios import (
 # Redis databases of the processes the scenarios start for themselves (streamchat-redis: 0).
 ROUND_TRIP_DB = 2
 NGINX_DB = 1
+OTEL = "streamchat-otel"
+TURN_SPAN = "invoke_agent streamchat"  # one per turn (streamchat/tracing.py)
+# The batch span processor sends what it holds at least every 5 s (the SDK's default delay):
+# a sink that has heard nothing for longer has every span of the trials before.
+SPANS_SETTLE_S = 6.0
 
 
 def log(message: str) -> None:
@@ -154,6 +165,9 @@ class Run:
         self.code = "unknown"
         self.snapshot: Path | None = None
         self.redis: RedisServer | None = None
+        self.sink: OtlpSink | None = None
+        self.tracing: dict[str, Any] = {}
+        self.otel_log_offset = 0
 
     def live(self) -> list[Server]:
         return [s for s in self.servers if s.skipped is None]
@@ -173,8 +187,15 @@ class Run:
         self.upstream.start()
         log(f"upstream on port {self.upstream.port} (pid {self.upstream.pid})")
         no_redis = await self.start_redis()
+        no_sink = self.start_sink()
         self.servers = build_servers(
-            self.upstream, self.args.servers, self.snapshot, self.redis, no_redis
+            self.upstream,
+            self.args.servers,
+            self.snapshot,
+            self.redis,
+            no_redis,
+            self.sink,
+            no_sink,
         )
         for server in self.servers:
             if server.skipped:
@@ -221,9 +242,73 @@ class Run:
         log(f"redis-server on port {self.redis.port} (pid {self.redis.pid})")
         return None
 
+    def start_sink(self) -> str | None:
+        """The OTLP/HTTP sink, when `streamchat-otel` is named; else why not (None: not wanted)."""
+        if OTEL not in self.args.servers:
+            return None
+        assert self.snapshot is not None
+        missing = otel_missing(self.snapshot)
+        if missing is not None:
+            return missing
+        self.sink = OtlpSink(self.load_core)
+        try:
+            self.sink.start()
+        except (RuntimeError, OSError) as exc:
+            self.sink.stop()
+            self.sink = None
+            return f"the OTLP sink did not start: {exc} (see bench/out/logs/otlpsink.log)"
+        log(f"OTLP/HTTP sink on port {self.sink.port} (pid {self.sink.pid})")
+        with contextlib.suppress(OSError):  # the server's log is appended to, run after run
+            self.otel_log_offset = (LOGS / f"{OTEL}.log").stat().st_size
+        return None
+
+    async def count_spans(self) -> None:
+        """What the traced server exported: the sink's totals, and spans per turn for each of
+        its throughput trials (the spans that ended in the trial's window, counted once the
+        exporter has sent them, over the streams that finished in it)."""
+        sink = self.sink
+        server = next((s for s in self.servers if s.name == OTEL), None)
+        if sink is None or server is None or not sink.running:
+            return
+        log("tracing: waiting for the exporter's last batches")
+        stats = sink.stats()
+        seen = (stats["requests"], stats["spans"] or 0)
+        settled = started = time.monotonic()
+        while time.monotonic() - settled < SPANS_SETTLE_S:
+            if time.monotonic() - started > 5 * SPANS_SETTLE_S:
+                break  # still exporting (turns the clients left go on): count what is there
+            await asyncio.sleep(0.5)
+            stats = sink.stats()
+            now = (stats["requests"], stats["spans"] or 0)
+            if now != seen:
+                seen, settled = now, time.monotonic()
+        for trial in self.results["throughput"].get("text", {}).get(OTEL, []):
+            window, streams = trial.get("window_ns"), trial.get("streams")
+            if "failed" in trial or not window or not streams or not stats["decoding"]:
+                continue
+            by_name = sink.spans(*window)
+            trial["spans_by_name"] = by_name
+            trial["spans_per_turn"] = sum(by_name.values()) / streams
+            trial["turns_traced"] = by_name.get(TURN_SPAN, 0) / streams
+        self.tracing = {"sink": stats, **self.otel_log()}
+
+    def otel_log(self) -> dict[str, Any]:
+        """From this run's part of the traced server's log: its banner line on traces, and how
+        often the batch span processor said its queue was full (spans dropped)."""
+        try:
+            with open(LOGS / f"{OTEL}.log", "rb") as f:
+                f.seek(self.otel_log_offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return {}
+        banner = next((line.strip() for line in text.splitlines() if "traces:" in line), None)
+        return {"banner": banner, "queue_full_warnings": text.count("Queue full, dropping")}
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+        if self.sink is not None:
+            self.sink.stop()
         if self.redis is not None:
             self.redis.stop()
         self.upstream.stop()
@@ -637,6 +722,7 @@ async def main_async(args: argparse.Namespace) -> int:
         if any(s.name == "streamchat" and s.skipped for s in run.servers):
             log("streamchat did not start: see bench/out/logs/streamchat.log")
         await run.run()
+        await run.count_spans()
     finally:
         run.stop()
     data = Report(
@@ -646,6 +732,7 @@ async def main_async(args: argparse.Namespace) -> int:
         notes=run.notes,
         servers={server.name: server.skipped for server in run.servers},
         about={server.name: server.about for server in run.servers if server.about},
+        tracing=run.tracing,
         pinning=run.pinning,
         command=" ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
         started=started.strftime("%Y-%m-%d %H:%M %Z").strip(),
@@ -673,8 +760,8 @@ def main() -> int:
         nargs="*",
         default=[],
         help="only these (streamchat streamchat-redis floor vercel-ai-sdk litellm-proxy; also "
-        "streamchat-memory, streamchat-nometrics, streamchat-keys and streamchat-prod, which "
-        "run only when named)",
+        "streamchat-memory, streamchat-nometrics, streamchat-otel, streamchat-keys and "
+        "streamchat-prod, which run only when named)",
     )
     parser.add_argument(
         "--scenarios",

@@ -148,7 +148,9 @@ async def throughput_trial(
 
     await asyncio.sleep(plan.tp_warmup)
     f0, s0, e0, c0, d0, u0, l0, r0, t0 = readings()
+    w0 = time.time_ns()
     await asyncio.sleep(plan.tp_seconds)
+    w1 = time.time_ns()
     f1, s1, e1, c1, d1, u1, l1, r1, t1 = readings()
     load.close_all()
     await _gather_bounded(workers, 5.0)
@@ -166,6 +168,10 @@ async def throughput_trial(
         "core1_util": ((u1 - u0) + (l1 - l0) + side) / wall,
         "errors": e1 - e0,
         "error_kinds": dict(load.errors),
+        # The window on the wall clock, and the streams that finished in it: what a traced
+        # server's spans are matched against (their end times are wall-clock).
+        "window_ns": [w0, w1],
+        "streams": s1 - s0,
     }
     if more_pids:
         result["server_cpu_utils"] = [c / wall for c in each]
