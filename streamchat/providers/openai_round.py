@@ -55,13 +55,7 @@ class RoundAssembler:
         error = chunk.get("error")
         if isinstance(error, dict):
             raise stream_error(error, self.model)
-        model, gen_id, usage = chunk.get("model"), chunk.get("id"), chunk.get("usage")
-        if model and isinstance(model, str):
-            self.model = model
-        if gen_id and isinstance(gen_id, str):
-            self.id = gen_id
-        if isinstance(usage, dict):
-            self.usage = usage_of(usage)
+        self._note(chunk.get("model"), chunk.get("id"), chunk.get("usage"))
         choices = chunk.get("choices")
         if not choices:
             return None
@@ -76,13 +70,22 @@ class RoundAssembler:
             return None
         if not isinstance(delta, dict):
             raise malformed("a delta that is not an object", delta)
-        fragments = delta.get("tool_calls")
+        return self._delta(delta.get("tool_calls"), delta.get("content"))
+
+    def _note(self, model: object, gen_id: object, usage: object) -> None:
+        if model and isinstance(model, str):
+            self.model = model
+        if gen_id and isinstance(gen_id, str):
+            self.id = gen_id
+        if isinstance(usage, dict):
+            self.usage = usage_of(usage)
+
+    def _delta(self, fragments: object, content: object) -> TextChunk | None:
         if fragments:
             if not isinstance(fragments, list):
                 raise malformed("tool_calls that are not a list", fragments)
             for fragment in fragments:
                 self._add_fragment(fragment)
-        content = delta.get("content")
         if not content or not isinstance(content, str):
             return None
         if self._high or not content.isascii():  # isascii() is O(1): ASCII text skips this
