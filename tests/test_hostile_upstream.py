@@ -34,6 +34,9 @@ from tests.fake_upstream import (
     tool_reply,
 )
 
+# Every test here runs with the typed chunk decoder and with json.loads alone.
+pytestmark = pytest.mark.usefixtures("chunk_decoder")
+
 Client = TestClient[Any, Any]
 TERMINAL = ("completion", "error")
 HUGE = "9" * 5000  # more digits than Python converts to an int by default
@@ -623,6 +626,8 @@ any_chunks = st.one_of(
 )
 
 
+# feed() takes chunks decoded already: no decoder is involved, so one run is enough.
+@pytest.mark.parametrize("chunk_decoder", ["json"], indirect=True)
 @settings(
     max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -37,6 +37,9 @@ from tests.fake_upstream import (
     text_reply,
 )
 
+# Every test here runs with the typed chunk decoder and with json.loads alone.
+pytestmark = pytest.mark.usefixtures("chunk_decoder")
+
 Client = TestClient[Any, Any]
 
 LOGGED = "upstream failed in conversation"

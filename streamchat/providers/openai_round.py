@@ -6,6 +6,11 @@ is well formed, or `UpstreamError` is raised: strings hold no lone surrogate (a 
 split across two chunks is joined again), usage numbers are finite counts, tool arguments are a
 string (an object is serialized), and a wrong type, a tool call without a name, or more tool
 calls or tool-call bytes than the bounds allow ends the round with an error a person can read.
+
+`feed_data()` reads a chunk with msgspec's typed decoder when msgspec is installed (the `fast`
+extra; `openai_chunk` holds the shape), else with `json.loads`. Both paths hand the same fields to
+the same checks; whatever the typed decoder refuses, and an error object, takes the `json.loads`
+path, so both give the same deltas and the same errors for any chunk.
 """
 
 from __future__ import annotations
@@ -16,15 +21,43 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
 from streamchat.providers.base import UpstreamError
 from streamchat.providers.openai_errors import malformed, person_message, stream_error
 from streamchat.sse import SSEComment, SSEEvent
 
+if TYPE_CHECKING:
+    from msgspec.json import Decoder
+
+    from streamchat.providers.openai_chunk import Chunk
+
+try:
+    from streamchat.providers.openai_chunk import CHUNK_DECODER as CHUNK_DECODER
+except ImportError as exc:  # no `fast` extra (msgspec has no wheel for some platforms)
+    if (exc.name or "").partition(".")[0] != "msgspec":
+        raise
+    CHUNK_DECODER = None  # type: ignore[assignment]
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_COUNT = 2**53  # a token count past this is not a count (and JavaScript cannot hold it)
+# Just below Python's recursion limit, msgspec reads a few levels deeper than json.loads, which
+# refuses such a chunk as nested too deeply. A chunk that could nest past this depth (this many
+# brackets, in twice as many characters) goes to json.loads, so both paths accept the same
+# chunks; a typical chunk, a few hundred characters, pays for one len().
+_MAX_TYPED_BRACKETS = 256
+
+_typed: Decoder[Chunk] | None = CHUNK_DECODER  # None: every chunk is read by json.loads
+
+
+def use_typed_decoder(enabled: bool) -> None:
+    """Read chunks with msgspec's typed decoder (the default when msgspec is installed) or with
+    `json.loads` only; the tests run the upstream tests both ways."""
+    global _typed
+    if enabled and CHUNK_DECODER is None:
+        raise RuntimeError("the typed decoder needs msgspec: pip install 'streamchat[fast]'")
+    _typed = CHUNK_DECODER if enabled else None
 
 
 @dataclass
@@ -50,18 +83,43 @@ class RoundAssembler:
         self.id: str | None = None
         self.usage: Usage | None = None
 
+    def feed_data(self, data: str) -> TextChunk | None:
+        """One `data:` line; the text it adds, if any. Raises for an error object.
+
+        The typed chunk is decoded whole before any of it is applied: a chunk sent on to the
+        `json.loads` path has changed nothing yet.
+        """
+        decoder = _typed
+        if decoder is None or (
+            len(data) > 2 * _MAX_TYPED_BRACKETS
+            and data.count("[") + data.count("{") > _MAX_TYPED_BRACKETS
+        ):
+            return self.feed(json_object(data))
+        # A refusal: msgspec's DecodeError and ValidationError are ValueErrors, and so is the
+        # UnicodeEncodeError of a lone surrogate in `data` itself.
+        try:
+            chunk = decoder.decode(data)
+        except (ValueError, RecursionError):
+            return self.feed(json_object(data))
+        if chunk.error is not None:  # rare, and its message is built from the dict
+            return self.feed(json_object(data))
+        self._note(chunk.model, chunk.id, chunk.usage)
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            self._finish(choice.finish_reason)
+        delta = choice.delta
+        if delta is None:
+            return None
+        return self._delta(delta.tool_calls, delta.content)
+
     def feed(self, chunk: dict[str, Any]) -> TextChunk | None:
         """One decoded `data:` object; the text it adds, if any. Raises for an error object."""
         error = chunk.get("error")
         if isinstance(error, dict):
             raise stream_error(error, self.model)
-        model, gen_id, usage = chunk.get("model"), chunk.get("id"), chunk.get("usage")
-        if model and isinstance(model, str):
-            self.model = model
-        if gen_id and isinstance(gen_id, str):
-            self.id = gen_id
-        if isinstance(usage, dict):
-            self.usage = usage_of(usage)
+        self._note(chunk.get("model"), chunk.get("id"), chunk.get("usage"))
         choices = chunk.get("choices")
         if not choices:
             return None
@@ -76,13 +134,22 @@ class RoundAssembler:
             return None
         if not isinstance(delta, dict):
             raise malformed("a delta that is not an object", delta)
-        fragments = delta.get("tool_calls")
+        return self._delta(delta.get("tool_calls"), delta.get("content"))
+
+    def _note(self, model: object, gen_id: object, usage: object) -> None:
+        if model and isinstance(model, str):
+            self.model = model
+        if gen_id and isinstance(gen_id, str):
+            self.id = gen_id
+        if isinstance(usage, dict):
+            self.usage = usage_of(usage)
+
+    def _delta(self, fragments: object, content: object) -> TextChunk | None:
         if fragments:
             if not isinstance(fragments, list):
                 raise malformed("tool_calls that are not a list", fragments)
             for fragment in fragments:
                 self._add_fragment(fragment)
-        content = delta.get("content")
         if not content or not isinstance(content, str):
             return None
         if self._high or not content.isascii():  # isascii() is O(1): ASCII text skips this
@@ -238,7 +305,7 @@ def assemble(
             continue  # `: OPENROUTER PROCESSING` and other keep-alives
         if event.data.strip() == "[DONE]":
             return True
-        text = assembler.feed(json_object(event.data))
+        text = assembler.feed_data(event.data)
         if text is not None:
             batch.append(text)
     return False
