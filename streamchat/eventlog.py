@@ -4,8 +4,11 @@ A turn's task appends batches of events (one batch per upstream read); any numbe
 follow the log from an index (`follow(after)`), so the response that started the turn, a second
 tab joining it, and a client resuming after a dropped connection all read the same events with
 the same `chunkIndex` and `elapsedMs`. Readers wake on appends rather than polling: each waiting
-reader parks one future, and an append resolves them. The log holds events, not wire bytes, so
-every protocol can encode it its own way.
+reader parks one future, and an append resolves them. A reader that has caught up may instead
+leave a `Push`: the append hands it the new events at once, in the turn's task, and the reader's
+own task sleeps until the push declines (its connection cannot take a write without waiting) or
+the log closes. With a paced model that saves a task switch per token and reader. The log holds
+events, not wire bytes, so every protocol can encode it its own way.
 
 `RetainedLogs` keeps finished logs for late readers, bounded by age and by an estimate of their
 size: the oldest go first.
@@ -16,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from streamchat.events import ArtifactCompleted, ArtifactContent, Event, TextChunk
 
 # What an event costs beyond its text, roughly: the dataclass, its list slot, its elapsed float.
 _EVENT_OVERHEAD = 120
+
+# Delivers `(first index, events, elapsed)` on the spot and says True, or takes nothing and says
+# False: the reader then reads that batch itself. It must not raise.
+Push = Callable[[int, list[Event], list[float]], bool]
 
 
 class TurnLog:
@@ -35,6 +42,9 @@ class TurnLog:
         self.finished_at = 0.0
         self._started = time.perf_counter()
         self._waiters: list[asyncio.Future[None]] = []
+        # Readers delivered to by append, each with the future its task sleeps on: resolved with
+        # the index it should read on from when its push declines or the log closes.
+        self._pushers: list[tuple[Push, asyncio.Future[int]]] = []
 
     def start_clock(self) -> None:
         """`elapsedMs` counts from here: when the turn begins, not when it was queued."""
@@ -42,18 +52,29 @@ class TurnLog:
 
     def append(self, batch: list[Event]) -> None:
         elapsed = round((time.perf_counter() - self._started) * 1000, 1)
+        first = len(self.events)
+        times = [elapsed] * len(batch)
         self.events += batch
-        self.elapsed_ms += [elapsed] * len(batch)
+        self.elapsed_ms += times
+        if self._pushers:
+            self._push(first, batch, times)
         self._wake()
 
     def close(self) -> None:
         self.finished = True
         self.finished_at = time.monotonic()
+        end = len(self.events)
+        for _, waiter in self._pushers:
+            if not waiter.done():
+                waiter.set_result(end)
+        self._pushers = []
         self._wake()
 
-    async def follow(self, after: int = -1) -> AsyncIterator[tuple[int, list[Event], list[float]]]:
+    async def follow(
+        self, after: int = -1, push: Push | None = None
+    ) -> AsyncIterator[tuple[int, list[Event], list[float]]]:
         """`(first index, events, elapsed)` for every event after index `after`, as they come,
-        until the log is closed."""
+        until the log is closed; once caught up, through `push` while it takes them."""
         cursor = after + 1
         loop = asyncio.get_running_loop()
         while True:
@@ -63,6 +84,15 @@ class TurnLog:
                 cursor = end
             elif self.finished:
                 return
+            elif push is not None:
+                pushed: asyncio.Future[int] = loop.create_future()
+                entry = (push, pushed)
+                self._pushers.append(entry)
+                try:
+                    cursor = await pushed
+                finally:
+                    if entry in self._pushers:
+                        self._pushers.remove(entry)
             else:
                 waiter = loop.create_future()
                 self._waiters.append(waiter)
@@ -73,16 +103,19 @@ class TurnLog:
                         self._waiters.remove(waiter)
 
     def size_estimate(self) -> int:
-        size = 256
-        for event in self.events:
-            size += _EVENT_OVERHEAD
-            if type(event) is TextChunk:
-                size += len(event.text)
-            elif type(event) is ArtifactContent:
-                size += len(event.content_delta)
-            elif type(event) is ArtifactCompleted:
-                size += len(event.content)
-        return size
+        return 256 + _size_of(self.events)
+
+    def _push(self, first: int, batch: list[Event], times: list[float]) -> None:
+        kept: list[tuple[Push, asyncio.Future[int]]] = []
+        for entry in self._pushers:
+            push, pushed = entry
+            if pushed.done():  # its reader was cancelled
+                continue
+            if push(first, batch, times):
+                kept.append(entry)
+            else:
+                pushed.set_result(first)
+        self._pushers = kept
 
     def _wake(self) -> None:
         if self._waiters:
@@ -90,6 +123,19 @@ class TurnLog:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiters = []
+
+
+def _size_of(batch: list[Event]) -> int:
+    size = 0
+    for event in batch:
+        size += _EVENT_OVERHEAD
+        if type(event) is TextChunk:
+            size += len(event.text)
+        elif type(event) is ArtifactContent:
+            size += len(event.content_delta)
+        elif type(event) is ArtifactCompleted:
+            size += len(event.content)
+    return size
 
 
 class RetainedLogs:

@@ -63,10 +63,18 @@ class Pinger:
 
 
 class SSEWriter:
-    def __init__(self, response: web.StreamResponse, pinger: Pinger) -> None:
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        pinger: Pinger,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self._response = response
         self._pinger = pinger
+        self._transport = transport
         self.last_write = time.monotonic()
+        # Why a write made on the spot (`write_now`) failed: the reader's task raises it.
+        self.failed: Exception | None = None
         self._owner: asyncio.Task[object] | None = None
         self._pinging: asyncio.Task[None] | None = None
 
@@ -87,6 +95,30 @@ class SSEWriter:
     async def write(self, frame: bytes) -> None:
         self.last_write = time.monotonic()
         await self._response.write(frame)
+
+    def can_write_now(self) -> bool:
+        """Whether a write would go out without waiting: nothing is still queued for the
+        client (so its connection is not paused for flow control)."""
+        transport = self._transport
+        return (
+            self.failed is None
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+        )
+
+    def write_now(self, frame: bytes) -> None:
+        """Write without awaiting, when `can_write_now()` said so. `StreamResponse.write` only
+        waits when the connection is paused, which an empty write buffer rules out; should it
+        wait anyway, the stream is treated as broken rather than left half written."""
+        self.last_write = time.monotonic()
+        writing = self._response.write(frame)
+        try:
+            writing.send(None)
+        except StopIteration:
+            return
+        writing.close()
+        raise ConnectionResetError("the connection could not take a write without waiting")
 
     def ping(self) -> None:
         """Send a `: ping` unless one is still on its way (a slow client)."""

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from streamchat.appkeys import PINGER, RUNNER
 from streamchat.eventbus import Followable
+from streamchat.eventlog import Push, TurnLog
 from streamchat.events import Event
 from streamchat.logs import TURN_LOG
 from streamchat.sse_writer import SSEWriter
@@ -60,9 +61,15 @@ async def serve(
             await response.prepare(request)
         except ConnectionResetError:
             return response
-        async with SSEWriter(response, app[PINGER]) as writer:
+        async with SSEWriter(response, app[PINGER], request.transport) as writer:
             try:
-                async for first, events, elapsed in turn_log.follow(after):
+                if isinstance(turn_log, TurnLog):
+                    batches = turn_log.follow(after, _pusher(writer, encoder, turn_log))
+                else:
+                    batches = turn_log.follow(after)
+                async for first, events, elapsed in batches:
+                    if writer.failed is not None:
+                        raise writer.failed
                     data = encoder.encode(turn_log.turn, first, events, elapsed)
                     if data:
                         await writer.write(data)
@@ -76,3 +83,22 @@ async def serve(
     finally:
         if turn is not None:
             runner.detach(turn)
+
+
+def _pusher(writer: SSEWriter, encoder: Encoder, turn_log: TurnLog) -> Push:
+    """Writes a live turn's new events from the turn's own task, while the connection takes
+    them without waiting; a write that would wait is left to the reader's task."""
+
+    def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
+        if not writer.can_write_now():
+            return False
+        try:
+            data = encoder.encode(turn_log.turn, first, events, elapsed)
+            if data:
+                writer.write_now(data)
+        except Exception as exc:  # raised in the reader's task, which ends this reader
+            writer.failed = exc
+            return False
+        return True
+
+    return push

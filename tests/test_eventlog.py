@@ -1,0 +1,167 @@
+"""The turn's event log: readers that follow it, by waking on appends or by taking pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streamchat.eventlog import TurnLog
+from streamchat.events import Completion, Event, TextChunk
+from streamchat.sse_writer import SSEWriter
+from tests.conftest import parse_events
+from tests.fake_upstream import FakeUpstream, paced, text_reply
+
+Client = TestClient[Any, Any]
+
+
+def text(n: int) -> list[Event]:
+    return [TextChunk(f"t{n}")]
+
+
+async def test_a_caught_up_reader_takes_appends_by_push_until_the_log_closes() -> None:
+    log = TurnLog("me", "c")
+    log.append(text(0))
+    pushed: list[tuple[int, list[Event]]] = []
+
+    def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
+        pushed.append((first, events))
+        return True
+
+    async def read() -> list[int]:
+        return [first async for first, _, _ in log.follow(-1, push)]
+
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0)
+    log.append(text(1))
+    log.append(text(2))
+    log.append([Completion("stop", "m", None, "c", None)])
+    log.close()
+
+    assert await reading == [0]  # what was there already; the rest went by push
+    assert [first for first, _ in pushed] == [1, 2, 3]
+
+
+async def test_a_declined_push_leaves_that_batch_and_the_next_ones_to_the_reader() -> None:
+    log = TurnLog("me", "c")
+    taking = [True]
+    pushed: list[int] = []
+
+    def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
+        if taking[0]:
+            pushed.append(first)
+        return taking[0]
+
+    read: list[int] = []
+
+    async def follow() -> None:
+        async for first, events, _ in log.follow(-1, push):
+            read.extend(range(first, first + len(events)))
+            taking[0] = True  # caught up again: the next appends may be pushed
+
+    reading = asyncio.create_task(follow())
+    await asyncio.sleep(0)
+    log.append(text(0))
+    taking[0] = False
+    log.append(text(1))
+    log.append(text(2))  # the reader has not run yet: this one is read, not pushed
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    log.append(text(3))
+    log.close()
+    await reading
+
+    assert pushed == [0, 3]
+    assert read == [1, 2]
+    assert sorted(pushed + read) == [0, 1, 2, 3]  # every event once
+
+
+async def test_a_cancelled_reader_leaves_no_push_behind() -> None:
+    log = TurnLog("me", "c")
+    calls: list[int] = []
+
+    def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
+        calls.append(first)
+        return True
+
+    async def read() -> None:
+        async for _ in log.follow(-1, push):
+            pass
+
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0)
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    log.append(text(0))
+
+    assert calls == []
+
+
+async def test_a_reader_that_does_not_read_gets_every_event_once_in_order_when_it_does(
+    client: Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled client fills its connection: writes then wait for it (flow control) instead
+    of being pushed, and nothing is lost, doubled or reordered; a reader beside it streams on."""
+    pieces = [f"{n:05d}" + "x" * 2000 for n in range(450)]  # about 900 KB
+    upstream.add(paced(text_reply(*pieces), 0.001))
+    answers: list[bool] = []
+    can_write_now = SSEWriter.can_write_now
+
+    def recorded(writer: SSEWriter) -> bool:
+        answers.append(can_write_now(writer))
+        return answers[-1]
+
+    monkeypatch.setattr(SSEWriter, "can_write_now", recorded)
+    made = SSEWriter.__init__
+
+    def small_send_buffer(writer: SSEWriter, *args: Any) -> None:
+        made(writer, *args)
+        if writer._transport is not None:  # the kernel's buffer would hide the stall
+            sock = writer._transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    monkeypatch.setattr(SSEWriter, "__init__", small_send_buffer)
+    host, port = client.server.host, client.server.port
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, port))
+    stalled.setblocking(False)
+    body = b'{"message": "go", "conversationId": "c"}'
+    stalled.sendall(
+        b"POST /api/stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await asyncio.sleep(0.3)
+    watcher = await client.get("/api/conversation/c/stream")
+    watched = parse_events(await watcher.read())
+
+    loop = asyncio.get_running_loop()
+    raw = b""
+    while chunk := await loop.sock_recv(stalled, 65536):
+        raw += chunk
+    stalled.close()
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    events = parse_events(_unchunk(chunked))
+
+    assert b"200 OK" in head.split(b"\r\n")[0]
+    assert [e["chunkIndex"] for e in events] == list(range(len(events)))
+    assert "".join(e["content"] for e in events if e["type"] == "text") == "".join(pieces)
+    assert events[-1]["type"] == "completion"
+    assert watched == events
+    assert True in answers and False in answers  # pushed while it could, then waited
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            break
+        out += body[:length]
+        body = body[length + 2 :]
+    return out
