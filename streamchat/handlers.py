@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 
 from aiohttp import web
 
@@ -18,6 +17,7 @@ from streamchat.appkeys import BACKEND, LIMITER, METRICS, RUNNER, SETTINGS, STOR
 from streamchat.errors import ApiError
 from streamchat.eventbus import Followable
 from streamchat.eventlog import TurnLog
+from streamchat.ids import random_hex
 from streamchat.logs import TURN_LOG
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
@@ -64,7 +64,7 @@ def model_of(request: web.Request, asked: str | None) -> str:
 
 async def stream_chat(request: web.Request) -> web.StreamResponse:
     chat = await parse_chat_request(request, request.app[SETTINGS])
-    conversation_id = chat.conversation_id or uuid.uuid4().hex
+    conversation_id = chat.conversation_id or random_hex()
     model = model_of(request, chat.model)
     turn = await start_turn(
         request,

@@ -15,13 +15,11 @@ the lines here and in the turn runner add them only then.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import re
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -30,6 +28,7 @@ from aiohttp import web
 
 from streamchat.auth import OWNER
 from streamchat.eventbus import Followable
+from streamchat.ids import counted_hex
 from streamchat.settings import Settings
 from streamchat.turns import outcome_label
 
@@ -51,17 +50,11 @@ _QUIET_PATHS = frozenset({"/health", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-# A new id is this process's random prefix and a count: unique without a system call per
-# request (ids need not be secret, only distinct).
-_PREFIX = uuid.uuid4().hex[:16]
-_COUNT = itertools.count(1)
-
-
 def request_id_from(sent: str | None) -> str:
     """The caller's id when it is sane, else a new one."""
     if sent is not None and _SANE_ID.fullmatch(sent):
         return sent
-    return f"{_PREFIX}{next(_COUNT):016x}"
+    return counted_hex()
 
 
 @web.middleware

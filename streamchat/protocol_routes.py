@@ -6,7 +6,6 @@ runner and its event log, stop, ownership): only the request parsing and the enc
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from streamchat.appkeys import BACKEND, LIMITER, METRICS, RUNNER, SETTINGS, STOR
 from streamchat.errors import ApiError
 from streamchat.events import Completion, ErrorEvent
 from streamchat.handlers import model_of, running_turn, start_turn
+from streamchat.ids import random_hex
 from streamchat.limits import picker_models
 from streamchat.protocols import agui, aisdk, openai
 from streamchat.protocols.stream import serve
@@ -102,7 +102,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         conversation_id = check_conversation_id(kept, CONVERSATION_HEADER)
         turn_request = TurnRequest(owner, conversation_id, text, model_of(request, model))
     else:
-        conversation_id = f"openai-{uuid.uuid4().hex}"
+        conversation_id = f"openai-{random_hex()}"
         turn_request = TurnRequest(
             owner, conversation_id, text, model_of(request, model), history=history
         )

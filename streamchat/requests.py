@@ -64,8 +64,10 @@ def read_body_within(
     @web.middleware
     async def read_body(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.body_exists:
+            # A body that came whole with the headers (most do) has nothing left to wait for.
+            within = None if request.content.is_eof() else seconds
             try:
-                async with asyncio.timeout(seconds):
+                async with asyncio.timeout(within):
                     await request.read()
             except TimeoutError:
                 response = error_response(

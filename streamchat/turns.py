@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from streamchat.events import (
     ToolCall,
     Usage,
 )
+from streamchat.ids import counted_hex
 from streamchat.providers.base import Message, Stream
 from streamchat.stores.base import LeaseLost, Outcome, Store, StoreUnavailable
 from streamchat.stores.ephemeral import EphemeralStore
@@ -65,7 +65,7 @@ class TurnRequest:
     regenerate: bool = False
     # The whole history, when the conversation is not kept (OpenAI requests without an id).
     history: list[Message] | None = None
-    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    turn_id: str = field(default_factory=counted_hex)
 
 
 class RunningTurn:

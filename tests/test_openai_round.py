@@ -437,3 +437,16 @@ def test_without_msgspec_chunks_are_read_by_json_loads() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == " token openai/gpt-4o-mini\n"
+
+
+def test_the_request_body_is_the_same_json_either_way_and_a_lone_surrogate_still_goes() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": 'héllo 😀 "quoted" \\ \n'}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [{"type": "function", "function": {"name": "add", "parameters": {}}}],
+    }
+    assert json.loads(openai_round.request_body(body)) == body
+    odd = {"messages": [{"role": "user", "content": "a\ud800b"}]}
+    assert json.loads(openai_round.request_body(odd)) == odd  # json.dumps escapes it

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from msgspec import Struct
-from msgspec.json import Decoder
+from msgspec.json import Decoder, Encoder
 
 # gc=False: a decoded chunk is a tree that lives for one call; leaving its structs out of the
 # garbage collector's tracking is a few percent faster and triggers fewer collections.
@@ -41,3 +41,7 @@ class Chunk(Struct, gc=False):
 
 
 CHUNK_DECODER = Decoder(Chunk)
+
+# The request body, in C: a few times faster than json.dumps for a long history. A string it
+# cannot encode (a lone surrogate) makes the caller fall back to json.dumps.
+BODY_ENCODER = Encoder()

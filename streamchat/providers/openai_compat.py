@@ -27,7 +27,7 @@ from streamchat.providers.openai_errors import (
     person_message,
     shown_to_person,
 )
-from streamchat.providers.openai_round import RoundAssembler, assemble
+from streamchat.providers.openai_round import RoundAssembler, assemble, request_body
 from streamchat.settings import Settings
 from streamchat.sse import SSEDecoder, SSETooLarge
 
@@ -63,6 +63,7 @@ class OpenAICompatProvider:
             "HTTP-Referer": settings.app_url,
             "X-Title": settings.app_title,
         }
+        self._json = {**self._headers, "Content-Type": "application/json"}
 
     async def stream(self, request: ModelRequest) -> Stream[list[ModelDelta]]:
         response = await self._open(request)
@@ -187,7 +188,7 @@ class OpenAICompatProvider:
             # Waiting for the headers is a silence like any other.
             async with asyncio.timeout(self._settings.upstream_read_timeout_seconds):
                 return await self._session.post(
-                    url, json=body, headers=self._headers, timeout=self._timeout
+                    url, data=request_body(body), headers=self._json, timeout=self._timeout
                 )
         except TimeoutError:
             seconds = self._settings.upstream_read_timeout_seconds

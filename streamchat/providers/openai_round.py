@@ -34,11 +34,13 @@ if TYPE_CHECKING:
     from streamchat.providers.openai_chunk import Chunk
 
 try:
+    from streamchat.providers.openai_chunk import BODY_ENCODER as BODY_ENCODER
     from streamchat.providers.openai_chunk import CHUNK_DECODER as CHUNK_DECODER
 except ImportError as exc:  # no `fast` extra (msgspec has no wheel for some platforms)
     if (exc.name or "").partition(".")[0] != "msgspec":
         raise
     CHUNK_DECODER = None  # type: ignore[assignment]
+    BODY_ENCODER = None  # type: ignore[assignment]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_COUNT = 2**53  # a token count past this is not a count (and JavaScript cannot hold it)
@@ -309,6 +311,17 @@ def assemble(
         if text is not None:
             batch.append(text)
     return False
+
+
+def request_body(body: dict[str, Any]) -> bytes:
+    """The JSON bytes of a request to the upstream: msgspec's encoder when it is installed and
+    can (json.dumps for a string it cannot encode: a lone surrogate)."""
+    if BODY_ENCODER is not None:
+        try:
+            return BODY_ENCODER.encode(body)
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+            pass
+    return json.dumps(body).encode()
 
 
 def json_object(data: str) -> dict[str, Any]:
