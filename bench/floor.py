@@ -56,7 +56,7 @@ def _divide(a: float, b: float) -> float:
     return a / b  # by zero: ZeroDivisionError, a tool_error
 
 
-FUNCTIONS: dict[str, Callable[[float, float], float]] = {
+FUNCTIONS: dict[str, Callable[..., float]] = {
     "add": _add,
     "subtract": _subtract,
     "multiply": _multiply,
