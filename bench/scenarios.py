@@ -686,6 +686,7 @@ async def _ramp(
 
 def _probe_figures(probes: list[list[Any]]) -> dict[str, Any]:
     ms = [p[1] for p in probes if p[1] is not None]
+    connects = [p[3] for p in probes if p[3] is not None]
     return {
         "probes": len(probes),
         "failed": sum(1 for p in probes if p[2] is not None),
@@ -693,6 +694,7 @@ def _probe_figures(probes: list[list[Any]]) -> dict[str, Any]:
         "p99_ms": pct(ms, 99),
         "max_ms": max(ms) if ms else None,
         "slow": sum(1 for v in ms if v >= HEALTH_MS),
+        "connect_max_ms": max(connects) if connects else None,
     }
 
 
