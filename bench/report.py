@@ -444,6 +444,15 @@ def _scale10k_table(data: Report, names: list[str]) -> list[str]:
                 f"{_unit(f.get('connect_max_ms'), 1, ' ms')})"
                 for phase, f in found.items()
             )
+            slow = next(
+                (t for t in row.get("health_timeline", []) if t[1] is None or t[1] >= HEALTH_MS),
+                None,
+            )
+            if slow is not None:
+                each += (
+                    f"; the first probe over {HEALTH_MS:g} ms (or failed) {slow[0]:g} s after the "
+                    f"first stream opened, {slow[2]:,} streams served by then"
+                )
             if each:
                 phases.append(f"- {name}: {each}.")
             if row.get("error_kinds"):

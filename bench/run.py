@@ -1,6 +1,6 @@
 """The streamchat benchmark: streamchat, the floor and its peers on one fast fake upstream.
 
-    .venv/bin/python bench/run.py            # the full run, about 15 minutes
+    .venv/bin/python bench/run.py            # the full run, about 20 minutes
     .venv/bin/python bench/run.py --quick    # a few seconds per scenario, for smoke tests
 
 The server under test runs on core 0 (`taskset -c 0`); the fake upstream (bench/upstream.py), this

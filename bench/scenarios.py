@@ -8,6 +8,7 @@ decides the order and repeats.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -698,8 +699,12 @@ def _probe_figures(probes: list[list[Any]]) -> dict[str, Any]:
     }
 
 
-def _health(probes: list[list[Any]], t_open: int, t_hold: int, t_end: int) -> dict[str, Any]:
-    """The probes' figures over the trial (the streams opening and held), and per phase."""
+def _health(
+    probes: list[list[Any]], t_open: int, t_hold: int, t_end: int, firsts: list[int]
+) -> dict[str, Any]:
+    """The probes' figures over the trial (the streams opening and held), and per phase; and
+    each probe as [seconds from the first stream, ms (None: failed), streams served by then]
+    (`firsts`: the sorted monotonic ns of every first token), to see where it slowed."""
     phases = {
         "idle": [p for p in probes if p[0] < t_open],
         "opening": [p for p in probes if t_open <= p[0] < t_hold],
@@ -711,6 +716,15 @@ def _health(probes: list[list[Any]], t_open: int, t_hold: int, t_end: int) -> di
         **{f"health_{k}": v for k, v in whole.items()},
         "health_phases": {name: _probe_figures(found) for name, found in phases.items()},
         "health_failures": dict(failures),
+        "health_timeline": [
+            [
+                round((p[0] - t_open) / 1e9, 2),
+                None if p[1] is None else round(p[1], 1),
+                bisect.bisect_right(firsts, p[0]),
+            ]
+            for p in probes
+            if p[0] <= t_end
+        ],
     }
 
 
@@ -773,7 +787,8 @@ async def scale10k_trial(
         if firsts:
             await asyncio.wait(firsts, timeout=plan.scale10k_deadline)
         t_hold = time.monotonic_ns()
-        served = sum(1 for f in firsts if f.done() and f.result() > 0)
+        first_ns = sorted(f.result() for f in firsts if f.done() and f.result() > 0)
+        served = len(first_ns)
         c0, u0, p0 = (cpu_seconds(p) for p in (server.pid, upstream.pid, prober.pid))
         own0, frames0 = own_cpu_seconds(), load.frames
         peak, held = 0, 0.0
@@ -837,5 +852,5 @@ async def scale10k_trial(
         "tokens_read_share": (frames1 - frames0) / expected if expected else None,
         "upstream_open": at_upstream,
         "keeps_turns": server.keeps_turns,
-        **_health(probes, t_open, t_hold, t_end),
+        **_health(probes, t_open, t_hold, t_end, first_ns),
     }
