@@ -131,6 +131,25 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def open_fds(pid: int) -> int:
+    """File descriptors a process tree holds open (sockets included), from /proc/<pid>/fd."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+            total += len(os.listdir(f"/proc/{p}/fd"))
+    return total
+
+
+def fd_limit(pid: int) -> int | None:
+    """The soft RLIMIT_NOFILE of a process, from /proc/<pid>/limits (None: unlimited, unknown)."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft = line.split()[3]
+                return None if soft == "unlimited" else int(soft)
+    return None
+
+
 def own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -472,6 +491,7 @@ class Server:
     about: str = ""  # its configuration, as the report states it
     opt_in: bool = False  # runs only when named in --servers
     resumable: bool = False  # a turn outlives its connection: join and resume routes, grace
+    tools: bool = False  # it runs a tool loop of its own (streamchat's servers and the floor)
     # Emptied before every start: whatever state the server keeps on disk starts afresh.
     home: Path | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # settings one scenario changes
@@ -606,6 +626,7 @@ def streamchat_server(
         about=about,
         opt_in=opt_in,
         resumable=True,
+        tools=True,
         home=home,
     )
 
@@ -759,6 +780,7 @@ def build_servers(
             "/health",
             "/api/stream",
             "streamchat",
+            tools=True,
         )
     )
     vercel_env = _base_env()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from profile_report import profile_section
-from scenarios import Plan
+from scenarios import HEALTH_MS, STREAM_GATE, Plan
 
 FLOOR = "floor"
 DEFAULT = "streamchat"  # streamchat with every default: the SQLite store, the resume grace
@@ -35,6 +35,7 @@ PROTOCOL_RATIO = 0.9  # issue 12: each protocol's tokens/s at least this times t
 KEYS_RATIO = 0.95  # issue 11: auth and limit checks cost at most a few per cent of events/s
 PROD_FLOOR_RATIO = 0.9  # issue 15: the production configuration at least this times the floor
 METRICS_RATIO = 0.95  # issue 14: throughput with metrics on at least this times metrics off
+TOOLS_RATIO = 1.0  # issue 15: tool turns/s at least this times the floor's own tool loop
 NATIVE = "native"
 X = "\u00d7"  # the ratio sign, kept out of the source as ruff asks
 DASH = "\u2013"  # a missing figure
@@ -148,7 +149,8 @@ def report(data: Report) -> str:
         ),
         f"- repeats: {plan.reps} (throughput), {plan.lat_reps} (latency), {plan.scale_reps} "
         f"(scale), {plan.feature_reps} (features), {plan.abort_reps} (abort), "
-        f"{plan.resume_reps} (resume), {plan.nginx_reps} (nginx), {plan.reps} (protocols); "
+        f"{plan.resume_reps} (resume), {plan.nginx_reps} (nginx), {plan.reps} (protocols), "
+        f"{plan.reps} (tools), {plan.scale10k_reps} (scale10k); "
         "servers (and protocols) alternate within each repeat; figures are medians over the "
         "repeats",
         "- the machine is shared and noisy: treat figures as provisional, compare ratios",
@@ -208,6 +210,10 @@ def report(data: Report) -> str:
         lines += _nginx_table(data)
     if res.get("protocols"):
         lines += _protocol_table(data)
+    if res.get("tools", {}).get("turns"):
+        lines += _tools_table(data, names)
+    if res.get("scale10k", {}).get("open"):
+        lines += _scale10k_table(data, names)
     if any(name in data.servers for name in (KEYS, PROD)):
         lines += _config_section(data, names)
     if any(name in data.servers for name in (NOMETRICS, OTEL)):
@@ -327,6 +333,200 @@ def _scale_table(data: Report, names: list[str]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _tools_table(data: Report, names: list[str]) -> list[str]:
+    """Scenario 10: tool turns against the floor's own tool loop, and issue 15's target."""
+    plan, res = data.plan, data.results["tools"]["turns"]
+    floor = res.get(FLOOR, [])
+    f_tps, f_cpu = med(floor, "turns_per_s"), med(floor, "cpu_ms_per_turn")
+    lines = [
+        f"## 10. Tool turns: {plan.tp_clients} clients, back-to-back turns (a tool round, then a "
+        f"{plan.tool_tokens}-token answer), unpaced upstream, {plan.tp_seconds:g} s per trial",
+        "",
+        f"| server | turns/s | {X} floor | CPU ms / turn | {X} floor | upstream requests / turn "
+        "| frames / turn | server CPU | core-1 load | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+    for name in names:
+        rows = res.get(name)
+        if not rows:
+            continue
+        tps, cpu = med(rows, "turns_per_s"), med(rows, "cpu_ms_per_turn")
+        errors = sum(r.get("errors", 0) for r in rows if "failed" not in r)
+        lines.append(
+            f"| {name} | {fmt(tps, 0)} | {ratio(tps, f_tps)} | {fmt(cpu, 2)} | "
+            f"{ratio(cpu, f_cpu)} | {fmt(med(rows, 'upstream_requests_per_turn'), 2)} | "
+            f"{fmt(med(rows, 'frames_per_stream'), 1)} | "
+            f"{fmt(_pc(med(rows, 'server_cpu_util')), 0)}% | "
+            f"{fmt(_pc(med(rows, 'core1_util')), 0)}% | {errors} |"
+        )
+        if name != FLOOR and tps is not None and f_tps:
+            targets.append(
+                f"| {name} | {tps / f_tps:.2f}{X} | {_met(tps >= TOOLS_RATIO * f_tps)} |"
+            )
+    lines += [
+        "",
+        "Every turn is a tool turn: the upstream answers the first request with a call to `add` "
+        f'(`{{"a": 25, "b": 17}}`, in 4 fragments) and the request carrying the tool\'s '
+        f"result with {plan.tool_tokens} tokens. A turn is one stream; *upstream requests / "
+        "turn* (replies the upstream finished over turns the clients finished) shows the tool "
+        "loop ran (2.00). The floor's tool loop (`floor.py`) is the least a server with tools "
+        "does: the four calculator tools offered on every request, fragments joined by index, "
+        "one `json.loads` of the arguments, the plain function called in the handler, "
+        "`tool_executing` and `tool_completed` events, the second request with the history; no "
+        "conversation kept, no schema check, no thread. The peers have no tool loop and are "
+        "left out.",
+        "",
+    ]
+    if targets and f_tps:
+        lines += [
+            f"Target (issue 15): tool turns at least {TOOLS_RATIO:.1f}{X} the floor's tool loop "
+            "(turns/s).",
+            "",
+            f"| server | turns/s {X} floor | target |",
+            "|---|---:|---|",
+            *targets,
+            "",
+        ]
+    return lines
+
+
+def _scale10k_table(data: Report, names: list[str]) -> list[str]:
+    """Scenario 11: many paced streams held open, /health probed throughout."""
+    plan, res = data.plan, data.results["scale10k"]["open"]
+    f_kib = med(res.get(FLOOR, []), "kib_per_stream")
+    lines = [
+        f"## 11. Scale: {plan.scale10k_streams:,} streams open at once (opened "
+        f"{plan.scale10k_rate:g} a second, upstream: one token per "
+        f"{plan.scale10k_pace_ms / 1000:g} s, held {plan.scale10k_hold:g} s)",
+        "",
+        "| server | streams | served | errors | open s | RSS idle MiB | RSS held MiB | KiB / "
+        f"stream | {X} floor | fds / stream | server CPU | tokens read | core-1 load | "
+        "/health p50 | p99 | max | ≥ 50 ms | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---:|",
+    ]
+    targets, capped, phases, kinds = [], [], [], []
+    for name in names:
+        rows = [r for r in res.get(name, []) if "failed" not in r]
+        if not rows:
+            continue
+        kib = med(rows, "kib_per_stream")
+        base, held = med(rows, "rss_base_kib"), med(rows, "rss_held_kib")
+        lines.append(
+            f"| {name} | {fmt(med(rows, 'streams'), 0)} | {fmt(med(rows, 'served'), 0)} | "
+            f"{fmt(med(rows, 'errors'), 0)} | {fmt(med(rows, 'opening_s'), 1)} | "
+            f"{fmt(base / 1024 if base else None, 0)} | {fmt(held / 1024 if held else None, 0)} | "
+            f"{fmt(kib, 1)} | {ratio(kib, f_kib)} | {fmt(med(rows, 'fds_per_stream'), 2)} | "
+            f"{fmt(_pc(med(rows, 'server_cpu_util')), 0)}% | "
+            f"{fmt(_pc(med(rows, 'tokens_read_share')), 0)}% | "
+            f"{fmt(_pc(med(rows, 'core1_util')), 0)}% | "
+            f"{_unit(med(rows, 'health_p50_ms'), 1, ' ms')} | "
+            f"{_unit(med(rows, 'health_p99_ms'), 1, ' ms')} | "
+            f"{_unit(max((r.get('health_max_ms') or 0) for r in rows), 1, ' ms')} | "
+            f"{sum(r.get('health_slow', 0) for r in rows)} / "
+            f"{sum(r.get('health_probes', 0) for r in rows)} | "
+            f"{sum(r.get('health_failed', 0) for r in rows)} |"
+        )
+        for row in rows:
+            if row.get("capped_by"):
+                capped.append(
+                    f"{name} ran {row['streams']:,} streams, not {row['wanted']:,}: "
+                    f"{row['capped_by']} has no room for more."
+                )
+            found = row.get("health_phases", {})
+            each = "; ".join(
+                f"{phase} {f.get('probes', 0)} probes, p50 {_unit(f.get('p50_ms'), 1, ' ms')}, "
+                f"p99 {_unit(f.get('p99_ms'), 1, ' ms')}, max {_unit(f.get('max_ms'), 1, ' ms')}"
+                f" ({f.get('slow', 0)} ≥ {HEALTH_MS:g} ms; slowest connect "
+                f"{_unit(f.get('connect_max_ms'), 1, ' ms')})"
+                for phase, f in found.items()
+            )
+            slow = next(
+                (t for t in row.get("health_timeline", []) if t[1] is None or t[1] >= HEALTH_MS),
+                None,
+            )
+            if slow is not None:
+                each += (
+                    f"; the first probe over {HEALTH_MS:g} ms (or failed) {slow[0]:g} s after the "
+                    f"first stream opened, {slow[2]:,} streams served by then"
+                )
+            if each:
+                phases.append(f"- {name}: {each}.")
+            if row.get("error_kinds"):
+                listed = ", ".join(f"{k}: {v}" for k, v in sorted(row["error_kinds"].items()))
+                kinds.append(f"- {name}: {listed}.")
+        if name != FLOOR:
+            short = [why for r in rows for why in _scale10k_shortfalls(r)]
+            ran = min(r["streams"] for r in rows)
+            at = "" if ran >= plan.scale10k_streams else f" at {ran:,} streams"
+            targets.append(f"| {name} | {_met(not short)}{at} | {'; '.join(short) or DASH} |")
+    lines += [
+        "",
+        *capped,
+        *([""] if capped else []),
+        "*Streams*: opened on a freshly started server after 3 warm-up requests, "
+        f"{plan.scale10k_rate:g} new ones a second (at most {STREAM_GATE} connecting at "
+        f"once); *served*: those whose first token arrived within "
+        f"{plan.scale10k_deadline:g} s of the last one opening; "
+        "*errors*: the streams not still streaming at the end of the hold (refused, failed, "
+        "ended, or never a first token); *open s*: from the first stream opening to the last "
+        "first token. RSS is the server's VmRSS before the streams and at the end of the hold; "
+        "*KiB / stream* divides the growth by the streams still open, as in scenario 3; *fds / "
+        "stream* likewise (a proxy holds 2: its client's socket and its upstream request's). "
+        "*Server CPU*, *tokens read* (the tokens the clients read over the tokens the streams "
+        "open were sent) and *core-1 load* (upstream, load client, health probe) are over the "
+        f"hold. `/health` is probed every {plan.health_interval_ms:g} ms on a new connection "
+        "(`Connection: close`) by a process of its own on the load core (`healthprobe.py`), "
+        "from the first stream opening to the end of the hold; each probe is timed from connect "
+        "to the server closing the connection, and a slow one delays the next.",
+        "",
+        "/health by phase (idle: the second before the first stream; opening: until the last "
+        "first token; holding: the hold):",
+        "",
+        *phases,
+        "",
+    ]
+    if kinds:
+        lines += ["Errors by kind:", "", *kinds, ""]
+    if targets:
+        lines += [
+            f"Target (issue 15): {plan.scale10k_streams:,} concurrent open streams in one "
+            f"process, all served, 0 errors, every `/health` probe under {HEALTH_MS:g} ms "
+            "throughout.",
+            "",
+            "| server | target | what fell short |",
+            "|---|---|---|",
+            *targets,
+            "",
+        ]
+    return lines
+
+
+def _scale10k_shortfalls(row: dict[str, Any]) -> list[str]:
+    """What kept one scenario-11 trial from its target (none: met)."""
+    found = []
+    if row["served"] < row["streams"]:
+        found.append(f"{row['streams'] - row['served']:,} streams never served")
+    if row["errors"]:
+        found.append(f"{row['errors']:,} errors")
+    if not row.get("health_probes"):
+        found.append("no /health probe")
+    if row.get("health_failed"):
+        found.append(f"{row['health_failed']} probes failed")
+    if row.get("health_slow"):
+        by_phase = ", ".join(
+            f"{phase} {f['slow']}"
+            for phase, f in row.get("health_phases", {}).items()
+            if phase != "idle" and f.get("slow")
+        )
+        found.append(
+            f"{row['health_slow']} of {row['health_probes']} probes ≥ {HEALTH_MS:g} ms "
+            f"({by_phase}; the slowest {fmt(row.get('health_max_ms'), 1)} ms)"
+        )
+    return found
 
 
 def _features_table(data: Report) -> list[str]:

@@ -1,6 +1,6 @@
 """The streamchat benchmark: streamchat, the floor and its peers on one fast fake upstream.
 
-    .venv/bin/python bench/run.py            # the full run, about 15 minutes
+    .venv/bin/python bench/run.py            # the full run, about 20 minutes
     .venv/bin/python bench/run.py --quick    # a few seconds per scenario, for smoke tests
 
 The server under test runs on core 0 (`taskset -c 0`); the fake upstream (bench/upstream.py), this
@@ -28,6 +28,12 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
 9. protocols (streamchat): scenario 1's load asked in each protocol (native, AI SDK, OpenAI,
    AG-UI) in turn: upstream tokens delivered per second and server CPU per 1,000 tokens, against
    the native dialect's.
+10. tools (streamchat's servers and the floor): 32 clients doing back-to-back tool turns (a call
+   to `add`, then a 50-token answer: two upstream requests a turn): turns/s and server CPU ms
+   per turn, against the floor's own minimal tool loop.
+11. scale10k (streamchat's servers and the floor): 10,000 paced streams opened on a fresh server
+   and held, `/health` probed every 100 ms throughout by a process of its own: streams served,
+   errors, RSS per stream, the probes' latency.
 
 streamchat-redis and streamchat-prod (Redis, AUTH=keys, every limit, metrics; only when named)
 run on a redis-server the harness starts on a free port (pinned with the load); they are left
@@ -100,8 +106,10 @@ from scenarios import (
     protocol_trial,
     resume_trial,
     roundtrip_trial,
+    scale10k_trial,
     scale_trial,
     throughput_trial,
+    tool_turn_trial,
 )
 
 # Redis databases of the processes the scenarios start for themselves (streamchat-redis: 0).
@@ -158,6 +166,8 @@ class Run:
             "roundtrips": {},
             "nginx": {},
             "protocols": {},
+            "tools": {},
+            "scale10k": {},
         }
         self.notes: list[str] = []
         self.profile: dict[str, Any] | None = None
@@ -485,6 +495,35 @@ class Run:
                 await self.run_nginx(on_redis)
         if self.wants("protocols"):
             await self.run_protocols()
+        # The peers have no tool loop, and scenario 3 shows them at 1,000 streams already.
+        own = [s for s in self.live() if s.tools]
+        left_out = [s.name for s in self.live() if not s.tools]
+        if self.wants("tools"):
+            log(f"10. tool turns: {', '.join(s.name for s in own) or 'no server with tools'}")
+            if left_out:
+                self.notes.append(
+                    f"Tool turns (scenario 10) leave out {', '.join(left_out)}: no tool loop."
+                )
+            up.configure(mode="tools", tokens=plan.tool_tokens, pace_ms=0, stamp=False)
+            await self.each(
+                "tools", "turns", plan.reps, lambda s: tool_turn_trial(s, up, plan), own
+            )
+            up.configure(mode="text", tokens=plan.tp_tokens)
+        if self.wants("scale10k"):
+            log(f"11. scale: {plan.scale10k_streams:,} open streams")
+            if left_out:
+                self.notes.append(
+                    f"{plan.scale10k_streams:,} open streams (scenario 11) leave out "
+                    f"{', '.join(left_out)} (scenario 3 has them at {plan.scale_streams:,})."
+                )
+            await self.each(
+                "scale10k",
+                "open",
+                plan.scale10k_reps,
+                lambda s: scale10k_trial(s, up, plan, self.server_core, self.load_core),
+                own,
+            )
+            up.configure(mode="text", tokens=plan.tp_tokens, pace_ms=0)
         if self.wants("profile") and not self.args.no_profile:
             await self.run_profile()
 
@@ -768,7 +807,7 @@ def main() -> int:
         nargs="*",
         default=[],
         help="only these (throughput latency scale features abort resume roundtrips nginx "
-        "protocols profile)",
+        "protocols tools scale10k profile)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")

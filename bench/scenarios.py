@@ -8,14 +8,30 @@ decides the order and repeats.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import json
+import os
 import random
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadclient import Load, Target, Trace
-from procs import RedisServer, Server, Upstream, cpu_seconds, own_cpu_seconds, rss_kib
+from procs import (
+    BENCH,
+    VENV_PY,
+    RedisServer,
+    Server,
+    Upstream,
+    cpu_seconds,
+    fd_limit,
+    open_fds,
+    own_cpu_seconds,
+    pinned,
+    rss_kib,
+)
 from redisproxy import CountingProxy
 
 
@@ -51,6 +67,14 @@ class Plan:
     rt_clients: int = 4
     rt_paced_turns: int = 8  # paced 500-token turns (one upstream read per token), all at once
     nginx_reps: int = 3
+    tool_tokens: int = 50  # the answer after a tool turn's tool round
+    scale10k_streams: int = 10_000
+    scale10k_rate: float = 500.0  # new streams a second while they open
+    scale10k_pace_ms: float = 1000.0
+    scale10k_deadline: float = 30.0  # after the last one opened, for every first token
+    scale10k_hold: float = 20.0  # all of them open, after the last first token
+    scale10k_reps: int = 1
+    health_interval_ms: float = 100.0
 
 
 QUICK = Plan(
@@ -73,6 +97,9 @@ QUICK = Plan(
     rt_turns=8,
     rt_paced_turns=4,
     nginx_reps=1,
+    scale10k_streams=1000,
+    scale10k_deadline=10.0,
+    scale10k_hold=5.0,
 )
 
 
@@ -586,4 +613,244 @@ async def protocol_trial(
         "frames_per_stream": frames,
         "upstream_tokens_per_s": result["upstream_replies_per_s"] * plan.tp_tokens,
         **result,
+    }
+
+
+# --- scenario 10: tool turns -------------------------------------------------------------------
+
+
+async def tool_turn_trial(server: Server, upstream: Upstream, plan: Plan) -> dict[str, Any]:
+    """Scenario 1's load where every turn is a tool turn, in turns.
+
+    The upstream (in `tools` mode, configured by the caller) answers a request whose last message
+    is the user's with a call to `add`, and the one carrying the tool's result with
+    `plan.tool_tokens` tokens: a turn is one stream, two upstream requests. *Upstream requests
+    per turn* (the replies the upstream finished over the turns the clients finished, in the
+    same window) checks that the server's tool loop ran: 2.
+    """
+    result = await throughput_trial(
+        server.target, server.pid, upstream, plan, side_pids=server.side_pids
+    )
+    turns = result["streams_per_s"]
+    return {  # the figures of this scenario first, as the run's log shows the first few
+        "turns_per_s": turns,
+        "cpu_ms_per_turn": result["server_cpu_util"] * 1000 / turns if turns else None,
+        "upstream_requests_per_turn": (result["upstream_replies_per_s"] / turns if turns else None),
+        **result,
+    }
+
+
+# --- scenario 11: 10,000 open streams ------------------------------------------------------------
+
+HEALTH_MS = 50.0  # the target: every /health probe answered within this, throughout
+FD_SPARE = 64  # descriptors left beside the streams: health probes, the store's files, logs
+STREAM_GATE = 100  # connects in flight at once while the streams open
+
+
+def _fd_room(server_pid: int, upstream_pid: int) -> tuple[int | None, str]:
+    """How many more streams the open-file limits allow, and which limit is the tightest.
+
+    A proxying server holds two sockets a stream (its client's and its upstream request's), the
+    upstream and the load client one each. A limit reached mid-ramp would make the last
+    streams fail for the machine's sake (and pause the server's accepts), not the server's.
+    """
+    rooms: list[tuple[int, str]] = []
+    for who, pid, per in (("the server", server_pid, 2), ("the upstream", upstream_pid, 1)):
+        limit = fd_limit(pid)
+        if limit is not None:
+            room = (limit - open_fds(pid) - FD_SPARE) // per
+            rooms.append((room, f"{who}'s open-file limit ({limit:,}, {per} a stream)"))
+    own = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if own != resource.RLIM_INFINITY:
+        room = own - len(os.listdir("/proc/self/fd")) - FD_SPARE
+        rooms.append((room, f"the load client's open-file limit ({own:,}, 1 a stream)"))
+    if not rooms:
+        return None, ""
+    return min(rooms)
+
+
+async def _ramp(
+    load: Load, count: int, rate: float, gate: asyncio.Semaphore
+) -> list[tuple[Any, Any] | None]:
+    """Open `count` streams, `rate` new ones a second (0: as fast as the gate lets them)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for i in range(count):
+        if rate > 0:
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_open_stream(load, gate)))
+    return list(await asyncio.gather(*tasks))
+
+
+def _probe_figures(probes: list[list[Any]]) -> dict[str, Any]:
+    ms = [p[1] for p in probes if p[1] is not None]
+    connects = [p[3] for p in probes if p[3] is not None]
+    return {
+        "probes": len(probes),
+        "failed": sum(1 for p in probes if p[2] is not None),
+        "p50_ms": pct(ms, 50),
+        "p99_ms": pct(ms, 99),
+        "max_ms": max(ms) if ms else None,
+        "slow": sum(1 for v in ms if v >= HEALTH_MS),
+        "connect_max_ms": max(connects) if connects else None,
+    }
+
+
+def _health(
+    probes: list[list[Any]], t_open: int, t_hold: int, t_end: int, firsts: list[int]
+) -> dict[str, Any]:
+    """The probes' figures over the trial (the streams opening and held), and per phase; and
+    each probe as [seconds from the first stream, ms (None: failed), streams served by then]
+    (`firsts`: the sorted monotonic ns of every first token), to see where it slowed."""
+    phases = {
+        "idle": [p for p in probes if p[0] < t_open],
+        "opening": [p for p in probes if t_open <= p[0] < t_hold],
+        "holding": [p for p in probes if t_hold <= p[0] <= t_end],
+    }
+    failures = Counter(str(p[2]) for p in probes if p[2] is not None)
+    whole = _probe_figures(phases["opening"] + phases["holding"])
+    return {
+        **{f"health_{k}": v for k, v in whole.items()},
+        "health_phases": {name: _probe_figures(found) for name, found in phases.items()},
+        "health_failures": dict(failures),
+        "health_timeline": [
+            [
+                round((p[0] - t_open) / 1e9, 2),
+                None if p[1] is None else round(p[1], 1),
+                bisect.bisect_right(firsts, p[0]),
+            ]
+            for p in probes
+            if p[0] <= t_end
+        ],
+    }
+
+
+async def _start_probe(server: Server, plan: Plan, core: str | None) -> asyncio.subprocess.Process:
+    argv = [str(VENV_PY), str(BENCH / "healthprobe.py"), "--port", str(server.port)]
+    argv += ["--path", server.health, "--interval-ms", str(plan.health_interval_ms)]
+    return await asyncio.create_subprocess_exec(
+        *pinned(argv, core),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _stop_probe(proc: asyncio.subprocess.Process) -> list[list[Any]]:
+    out, err = await asyncio.wait_for(proc.communicate(b"stop\n"), 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the health probe failed: {err.decode(errors='replace')[-300:]}")
+    probes: list[list[Any]] = json.loads(out)["probes"]
+    return probes
+
+
+async def scale10k_trial(
+    server: Server, upstream: Upstream, plan: Plan, core: str | None, load_core: str | None
+) -> dict[str, Any]:
+    """`plan.scale10k_streams` paced streams opened on a fresh server and held, `/health`
+    probed every `plan.health_interval_ms` throughout by a process of its own.
+
+    Fewer streams when the machine's open-file limits cannot hold them (the report says so).
+    Memory as scenario 3 (VmRSS growth over the streams open, after the hold); the server's CPU
+    and the tokens the clients read over the hold show whether it kept up.
+    """
+    server.restart(core)  # a fresh process: memory freed by earlier trials would hide growth
+    upstream.configure(mode="text", tokens=3, pace_ms=0, stamp=False)
+    warm = Load(server.target)
+    for _ in range(3):
+        conn = await warm.connect()
+        await asyncio.wait_for(conn.send(server.target.request(warm.tag())), 20)
+    warm.close_all()
+    await asyncio.sleep(1.0)
+    base, fds_base, limit = rss_kib(server.pid), open_fds(server.pid), fd_limit(server.pid)
+    wanted = streams = plan.scale10k_streams
+    room, tightest = _fd_room(server.pid, upstream.pid)
+    capped = None
+    if room is not None and room < streams:
+        streams, capped = max(0, room), tightest
+    opening = streams / plan.scale10k_rate if plan.scale10k_rate > 0 else 60.0
+    seconds = opening + plan.scale10k_deadline + plan.scale10k_hold + 30.0  # outlasts the trial
+    tokens = int(seconds * 1000 / plan.scale10k_pace_ms) + 10
+    upstream.configure(mode="text", tokens=tokens, pace_ms=plan.scale10k_pace_ms, stamp=False)
+    await _quiet(upstream)
+    prober = await _start_probe(server, plan, load_core)
+    load = Load(server.target)
+    try:
+        await asyncio.sleep(1.0)  # a few probes of the idle server first
+        t_open = time.monotonic_ns()
+        opened = await _ramp(load, streams, plan.scale10k_rate, asyncio.Semaphore(STREAM_GATE))
+        conns = [o for o in opened if o is not None]
+        firsts = [c.first for c, _ in conns if c.first is not None]
+        if firsts:
+            await asyncio.wait(firsts, timeout=plan.scale10k_deadline)
+        t_hold = time.monotonic_ns()
+        first_ns = sorted(f.result() for f in firsts if f.done() and f.result() > 0)
+        served = len(first_ns)
+        c0, u0, p0 = (cpu_seconds(p) for p in (server.pid, upstream.pid, prober.pid))
+        own0, frames0 = own_cpu_seconds(), load.frames
+        peak, held = 0, 0.0
+        while held < plan.scale10k_hold:  # the memory each second: its peak over the hold
+            step = min(1.0, plan.scale10k_hold - held)
+            await asyncio.sleep(step)
+            held += step
+            peak = max(peak, rss_kib(server.pid))
+        t_end = time.monotonic_ns()
+        c1, u1, p1 = (cpu_seconds(p) for p in (server.pid, upstream.pid, prober.pid))
+        own1, frames1 = own_cpu_seconds(), load.frames
+        rss_end, fds_end = rss_kib(server.pid), open_fds(server.pid)
+        at_upstream = upstream.stats()["active"]
+        # Read before the clients close, which ends every reply.
+        kinds = Counter(load.errors)
+        alive = 0
+        for conn, done in conns:
+            first = conn.first
+            streaming = first is not None and first.done() and first.result() > 0
+            if not done.done():
+                if streaming:
+                    alive += 1
+                else:
+                    kinds["no first token in time"] += 1
+            elif done.result().error is None:
+                kinds["reply ended before the hold did"] += 1  # else in load.errors already
+        probes = await _stop_probe(prober)
+    finally:
+        if prober.returncode is None:
+            prober.kill()
+            await prober.wait()
+        load.close_all()
+    if server.keeps_turns:
+        # Its turns go on for the resume grace, by design: end them with the process, so they
+        # do not run on beside the next trial.
+        server.restart(core)
+    wall = (t_end - t_hold) / 1e9
+    expected = alive * wall * 1000 / plan.scale10k_pace_ms
+    return {
+        "streams": streams,
+        "served": served,
+        "errors": streams - alive,
+        "open": alive,
+        "kib_per_stream": (rss_end - base) / alive if alive else None,
+        "health_max_ms": None,  # set below; here so that the run's log shows it
+        "opening_s": (t_hold - t_open) / 1e9,
+        "server_cpu_util": (c1 - c0) / wall,
+        "wanted": wanted,
+        "capped_by": capped,
+        "error_kinds": dict(kinds),
+        "rss_base_kib": base,
+        "rss_held_kib": rss_end,
+        "rss_peak_kib": peak,
+        "fds_base": fds_base,
+        "fds_held": fds_end,
+        "fd_limit": limit,
+        "fds_per_stream": (fds_end - fds_base) / alive if alive else None,
+        "hold_s": wall,
+        "core1_util": ((u1 - u0) + (p1 - p0) + (own1 - own0)) / wall,
+        "tokens_read": frames1 - frames0,
+        "tokens_read_share": (frames1 - frames0) / expected if expected else None,
+        "upstream_open": at_upstream,
+        "keeps_turns": server.keeps_turns,
+        **_health(probes, t_open, t_hold, t_end, first_ns),
     }
