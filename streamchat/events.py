@@ -10,6 +10,7 @@ form.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,3 +288,22 @@ def from_wire(wire: dict[str, Any]) -> Event:
     if kind == "error":
         return ErrorEvent(wire["message"], wire["code"])
     raise ValueError(f"not an event type: {kind!r}")
+
+
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def text_json(index: int, event: TextChunk, elapsed: float) -> str:
+    """A text event's `data:` JSON, built directly: what json.dumps(to_wire(...)) gives, compact."""
+    text = _json_string(event.text)
+    return (
+        f'{{"type":"text","chunkIndex":{index},"elapsedMs":{elapsed!r},'
+        f'"content":{text},"textDelta":{text}}}'
+    )
+
+
+def wire_json(index: int, event: Event, elapsed: float) -> str:
+    """Any event's wire JSON, text by the direct path."""
+    if type(event) is TextChunk:
+        return text_json(index, event, elapsed)
+    return json.dumps(to_wire(event, index, elapsed), ensure_ascii=False, separators=(",", ":"))

@@ -22,6 +22,7 @@ from streamchat.events import (
     event_type,
     from_wire,
     to_wire,
+    wire_json,
 )
 from streamchat.sse import encode_frame
 
@@ -184,3 +185,6 @@ def test_usage_adds_up_and_keeps_cost_unknown_when_never_known() -> None:
 )
 def test_from_wire_reads_back_every_event(event: Event) -> None:
     assert from_wire(json.loads(json.dumps(to_wire(event, 3, 1.5)))) == event
+    # The direct encoding (text by an f-string) is the same JSON, and reads back the same.
+    assert json.loads(wire_json(3, event, 1.5)) == to_wire(event, 3, 1.5)
+    assert from_wire(json.loads(wire_json(3, event, 1.5))) == event

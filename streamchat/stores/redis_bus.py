@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from streamchat.eventbus import Batch
 from streamchat.eventlog import TurnLog
-from streamchat.events import ErrorEvent, Event, Terminal, from_wire, to_wire
+from streamchat.events import ErrorEvent, Event, Terminal, from_wire, wire_json
 from streamchat.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,17 @@ class RedisEventBus:
         key = self.turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
         alive = key + ":alive"
         beat = asyncio.create_task(self._heartbeat(alive))
-        unsent: list[dict[str, Any]] = []
+        unsent: list[str] = []  # the events' wire JSON, not yet in the stream
         expiring = False
         try:
             async for first, events, elapsed in turn_log.follow():
-                unsent += [to_wire(e, first + n, elapsed[n]) for n, e in enumerate(events)]
+                unsent += [wire_json(first + n, e, elapsed[n]) for n, e in enumerate(events)]
+                last = first + len(events) - 1
                 finished = isinstance(events[-1], Terminal)
                 try:
                     # Waits for the next shared flush: what the log gains meanwhile goes in
                     # this turn's next entry.
-                    await self._flusher.send(_Entry(key, unsent, finished, not expiring))
+                    await self._flusher.send(_Entry(key, unsent, last, finished, not expiring))
                 except (RedisError, OSError) as exc:
                     # Kept, and sent with the next batch: a reader elsewhere sees it late,
                     # never a gap.
@@ -156,10 +157,11 @@ class RedisEventBus:
 class _Entry:
     """One turn's events since its last entry, on their way to its stream."""
 
-    __slots__ = ("events", "finished", "first", "key")
+    __slots__ = ("events", "finished", "first", "key", "last")
 
-    def __init__(self, key: str, events: list[dict[str, Any]], finished: bool, first: bool):
-        self.key, self.events, self.finished, self.first = key, events, finished, first
+    def __init__(self, key: str, events: list[str], last: int, finished: bool, first: bool):
+        self.key, self.events, self.last = key, events, last
+        self.finished, self.first = finished, first
 
 
 class _Flusher:
@@ -202,8 +204,8 @@ class _Flusher:
             key = entry.key
             pipe.xadd(
                 key,
-                {"e": json.dumps(entry.events, ensure_ascii=False)},
-                id=f"0-{entry.events[-1]['chunkIndex'] + 1}",
+                {"e": "[" + ",".join(entry.events) + "]"},
+                id=f"0-{entry.last + 1}",
                 maxlen=MAX_STREAM_ENTRIES,
                 approximate=True,
             )
