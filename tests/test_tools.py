@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -105,6 +106,30 @@ async def test_a_crashing_or_slow_tool_is_a_failure_not_a_crash() -> None:
         await registry.run("crash", "{}")
     with pytest.raises(ToolFailure, match=r"took longer than 0\.1 s"):
         await registry.run("slow", "")
+
+
+async def test_a_plain_tool_runs_in_a_thread_unless_registered_inline() -> None:
+    registry = ToolRegistry()
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    registry.register(where, name="threaded")
+    registry.register(where, name="inline", inline=True)
+
+    def crash() -> str:
+        raise KeyError("boom")
+
+    registry.register(crash, inline=True)
+
+    assert await registry.run("threaded", "{}") != threading.current_thread().name
+    assert await registry.run("inline", "{}") == threading.current_thread().name
+    with pytest.raises(ToolFailure, match="Tool crash failed"):  # inline, still caught
+        await registry.run("crash", "{}")
+
+
+async def test_the_calculator_runs_inline(tools: ToolRegistry) -> None:
+    assert [tool.inline for tool in tools.tools()] == [True] * 4
 
 
 def test_a_parameter_without_a_type_hint_is_refused_at_registration() -> None:

@@ -30,4 +30,4 @@ def divide(a: float, b: float) -> float:
 
 def register_calculator(registry: ToolRegistry) -> None:
     for function in (add, subtract, multiply, divide):
-        registry.register(function)
+        registry.register(function, inline=True)  # arithmetic: no thread needed

@@ -36,6 +36,7 @@ class Tool:
     description: str
     function: ToolFunction
     arguments: type[BaseModel]
+    inline: bool = False  # a plain function called on the event loop, not in a thread
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI `tools[]` entry."""
@@ -59,8 +60,13 @@ class ToolRegistry:
         self._timeout = timeout_seconds
         self._schemas: list[dict[str, Any]] = []
 
-    def register(self, function: ToolFunction, *, name: str | None = None) -> ToolFunction:
-        """Register a function as a tool; usable as a decorator."""
+    def register(
+        self, function: ToolFunction, *, name: str | None = None, inline: bool = False
+    ) -> ToolFunction:
+        """Register a function as a tool; usable as a decorator. A plain function runs in a
+        worker thread, unless `inline`: one that never blocks and takes microseconds (plain
+        arithmetic) is called on the event loop, without the thread hop that would cost more
+        than the call."""
         tool_name = name or function.__name__
         if tool_name in self._tools:
             # Never a silent replacement: which one the model would call is a bug to fix.
@@ -74,7 +80,7 @@ class ToolRegistry:
             params[param.name] = (hints[param.name], default)
         model = create_model(f"{tool_name}_arguments", __base__=_StrictArgs, **params)
         doc = inspect.getdoc(function) or tool_name
-        self._tools[tool_name] = Tool(tool_name, doc, function, model)
+        self._tools[tool_name] = Tool(tool_name, doc, function, model, inline)
         self._schemas = [tool.schema() for tool in self._tools.values()]
         return function
 
@@ -99,7 +105,10 @@ class ToolRegistry:
         kwargs = _parse_arguments(tool, arguments)
         try:
             async with asyncio.timeout(self._timeout):
-                result = await _call(tool.function, kwargs)
+                if tool.inline and not inspect.iscoroutinefunction(tool.function):
+                    result = tool.function(**kwargs)
+                else:
+                    result = await _call(tool.function, kwargs)
         except ToolFailure:
             raise
         except TimeoutError:
