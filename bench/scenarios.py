@@ -69,8 +69,8 @@ class Plan:
     nginx_reps: int = 3
     tool_tokens: int = 50  # the answer after a tool turn's tool round
     scale10k_streams: int = 10_000
-    scale10k_rate: float = 500.0  # new streams a second while they open
-    scale10k_pace_ms: float = 1000.0
+    scale10k_rate: float = 250.0  # new streams a second while they open
+    scale10k_pace_ms: float = 10_000.0  # 1,000 tokens a second in all, as in scenario 3
     scale10k_deadline: float = 30.0  # after the last one opened, for every first token
     scale10k_hold: float = 20.0  # all of them open, after the last first token
     scale10k_reps: int = 1
