@@ -11,7 +11,10 @@ the log closes. With a paced model that saves a task switch per token and reader
 events, not wire bytes, so every protocol can encode it its own way.
 
 `RetainedLogs` keeps finished logs for late readers, bounded by age and by an estimate of their
-size: the oldest go first.
+size: the oldest go first. A retained log keeps its text events as plain strings
+(`CompactEvents`), which the garbage collector does not track: minutes of finished turns are
+hundreds of thousands of events, and a full collection that walked each of them stalled every
+stream for as long.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import overload
 
 from streamchat.events import ArtifactCompleted, ArtifactContent, Event, TextChunk
 
@@ -36,7 +40,8 @@ class TurnLog:
         self.owner = owner
         self.conversation_id = conversation_id
         self.turn = 0  # numbered when the turn begins, before its first event
-        self.events: list[Event] = []
+        self._live: list[Event] = []
+        self.events: list[Event] | CompactEvents = self._live
         self.elapsed_ms: list[float] = []
         self.finished = False
         self.finished_at = 0.0
@@ -54,7 +59,7 @@ class TurnLog:
         elapsed = round((time.perf_counter() - self._started) * 1000, 1)
         first = len(self.events)
         times = [elapsed] * len(batch)
-        self.events += batch
+        self._live += batch
         self.elapsed_ms += times
         if self._pushers:
             self._push(first, batch, times)
@@ -105,6 +110,11 @@ class TurnLog:
     def size_estimate(self) -> int:
         return 256 + _size_of(self.events)
 
+    def compact(self) -> None:
+        """A finished log's events, kept in the form the garbage collector need not walk."""
+        if self.finished and not isinstance(self.events, CompactEvents):
+            self.events, self._live = CompactEvents(self._live), []
+
     def _push(self, first: int, batch: list[Event], times: list[float]) -> None:
         kept: list[tuple[Push, asyncio.Future[int]]] = []
         for entry in self._pushers:
@@ -125,7 +135,40 @@ class TurnLog:
             self._waiters = []
 
 
-def _size_of(batch: list[Event]) -> int:
+class CompactEvents(Sequence[Event]):
+    """A finished log's events: each text event as its string (not tracked by the garbage
+    collector), the few others as they are; read back as events."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self._items: list[str | Event] = [
+            event.text if type(event) is TextChunk else event for event in events
+        ]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [_event(item) for item in self._items[index]]
+        return _event(self._items[index])
+
+    def __iter__(self) -> Iterator[Event]:
+        return (_event(item) for item in self._items)
+
+
+def _event(item: str | Event) -> Event:
+    return TextChunk(item) if type(item) is str else item  # type: ignore[return-value]
+
+
+def _size_of(batch: Sequence[Event]) -> int:
     size = 0
     for event in batch:
         size += _EVENT_OVERHEAD
@@ -154,6 +197,7 @@ class RetainedLogs:
         if self.retention <= 0:
             return
         size = log.size_estimate()
+        log.compact()
         key = (log.owner, log.conversation_id, log.turn)
         self._logs[key] = (log, size)
         self.bytes += size

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from streamchat.eventlog import TurnLog
+from streamchat.eventlog import RetainedLogs, TurnLog
 from streamchat.events import Completion, Event, TextChunk
 from streamchat.sse_writer import SSEWriter
 from tests.conftest import parse_events
@@ -165,3 +166,25 @@ def _unchunk(body: bytes) -> bytes:
         out += body[:length]
         body = body[length + 2 :]
     return out
+
+
+async def test_a_retained_log_keeps_its_text_out_of_the_collectors_way_and_reads_the_same() -> None:
+    log = TurnLog("me", "c")
+    log.turn = 1
+    batches: list[list[Event]] = [text(0), [TextChunk("a"), TextChunk("b")], text(3)]
+    for batch in batches:
+        log.append(batch)
+    log.append([Completion("stop", "m", None, "c", None)])
+    log.close()
+    before = [(first, events) async for first, events, _ in log.follow(-1)]
+    retained = RetainedLogs(60, 10_000_000)
+    retained.add(log)
+
+    after = [(first, events) async for first, events, _ in log.follow(-1)]
+    resumed = [(first, events) async for first, events, _ in log.follow(1)]
+
+    assert after == before
+    assert resumed == [(2, before[0][1][2:])]
+    assert list(log.events) == before[0][1] and len(log.events) == 5
+    stored = log.events._items  # type: ignore[union-attr]
+    assert sum(gc.is_tracked(item) for item in stored) == 1  # the completion only
