@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import StartApp, parse_events
+from streamchat.web import FULL_COLLECTION_AFTER
+from tests.conftest import MakeClient, StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
 
 
@@ -103,3 +105,13 @@ async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_i
     assert told[0]["code"] == "interrupted"
     assert events[-1]["type"] == "completion"
     assert json.dumps(upstream.requests[-1]["messages"]).count('"role": "user"') == 2
+
+
+async def test_a_started_server_runs_full_collections_rarely(make_client: MakeClient) -> None:
+    """Young collections as usual; a full one only after FULL_COLLECTION_AFTER middle ones
+    (each walks every open stream's objects)."""
+    gc.set_threshold(700, 10, 10)
+    client = await make_client()
+    response = await client.get("/health")
+    assert response.status == 200
+    assert gc.get_threshold() == (700, 10, FULL_COLLECTION_AFTER)
