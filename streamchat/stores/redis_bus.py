@@ -44,7 +44,7 @@ RUNNING_TTL_MS = 3_600_000
 # Every running turn's new events go to Redis together, in one pipeline at most this often: a
 # reader on another process sees a token at most this much later, and a paced model's token
 # costs a command in a shared pipeline rather than a round trip of its own.
-FLUSH_SECONDS = 0.01
+FLUSH_SECONDS = 0.05
 
 
 class RedisEventBus:
