@@ -195,26 +195,36 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subpro
     )
 
 
-class Upstream:
-    """bench/upstream.py in its own process, pinned to the load core."""
+class _Service:
+    """A process of the harness's own (the upstream, the span sink, Redis, nginx) on a free
+    port of the load core."""
 
     def __init__(self, core: str | None) -> None:
         self.core = core
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        argv = [str(VENV_PY), str(BENCH / "upstream.py"), "--port", str(self.port)]
-        self.proc = _spawn("upstream", pinned(argv, self.core), dict(os.environ), BENCH)
-        _wait_ready(self.proc, self.port, "/health", 20.0)
-
     def stop(self) -> None:
         _stop(self.proc)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+
+class Upstream(_Service):
+    """bench/upstream.py in its own process, pinned to the load core."""
+
+    def start(self) -> None:
+        argv = [str(VENV_PY), str(BENCH / "upstream.py"), "--port", str(self.port)]
+        self.proc = _spawn("upstream", pinned(argv, self.core), dict(os.environ), BENCH)
+        _wait_ready(self.proc, self.port, "/health", 20.0)
 
     def base(self, prefix: str = "/v1") -> str:
         return f"http://{HOST}:{self.port}{prefix}"
@@ -233,31 +243,13 @@ class Upstream:
         return Target("upstream (direct)", self.port, "/v1/chat/completions", "openai")
 
 
-class OtlpSink:
+class OtlpSink(_Service):
     """bench/otlpsink.py in its own process, pinned to the load core: where spans go."""
-
-    def __init__(self, core: str | None) -> None:
-        self.core = core
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         argv = [str(VENV_PY), str(BENCH / "otlpsink.py"), "--port", str(self.port)]
         self.proc = _spawn("otlpsink", pinned(argv, self.core), _base_env(), BENCH)
         _wait_ready(self.proc, self.port, "/health", 20.0)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     @property
     def endpoint(self) -> str:
@@ -332,17 +324,12 @@ def _resp_reply(reader: Any) -> Any:
     raise RuntimeError(f"unexpected reply from Redis: {line!r}")
 
 
-class RedisServer:
+class RedisServer(_Service):
     """redis-server on a free loopback port for the whole run; nothing is saved to disk.
 
     The harness talks to it with a few lines of RESP (PING, FLUSHDB, INFO), so it needs no client
     library of its own.
     """
-
-    def __init__(self, core: str | None) -> None:
-        self.core = core
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         folder = OUT / "redis"
@@ -360,19 +347,6 @@ class RedisServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not answer PING within 10 s")
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def url(self, db: int = 0, port: int | None = None) -> str:
         return f"redis://{HOST}:{port or self.port}/{db}"
@@ -424,7 +398,7 @@ def readme_nginx_config() -> str:
     return config
 
 
-class Nginx:
+class Nginx(_Service):
     """nginx in the foreground with README.md's configuration, on ports of its own.
 
     Only the addresses change: the README's two backends become `backends` (the same port twice
@@ -433,11 +407,9 @@ class Nginx:
     """
 
     def __init__(self, name: str, backends: tuple[int, int], core: str | None) -> None:
+        super().__init__(core)
         self.name = name
         self.backends = backends
-        self.core = core
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         executable = nginx_path()
@@ -458,15 +430,6 @@ class Nginx:
         argv = [executable, "-p", str(folder), "-c", str(folder / "nginx.conf")]
         self.proc = _spawn(self.name, pinned(argv, self.core), dict(os.environ), folder)
         _wait_ready(self.proc, self.port, "/health", 15.0)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def target(self, name: str) -> Target:
         return Target(name, self.port, "/api/stream", "streamchat")

@@ -267,10 +267,10 @@ async def _open_stream(load: Load, gate: asyncio.Semaphore) -> tuple[Any, Any] |
         return conn, done
 
 
-async def scale_trial(
-    server: Server, upstream: Upstream, plan: Plan, core: str | None
-) -> dict[str, Any]:
-    server.restart(core)  # a fresh process: memory freed by earlier trials would hide growth
+async def _fresh(server: Server, upstream: Upstream, core: str | None) -> None:
+    """Restart the server (memory freed by earlier trials would hide growth), then warm it up
+    with a few short turns."""
+    server.restart(core)
     upstream.configure(mode="text", tokens=3, pace_ms=0, stamp=False)
     warm = Load(server.target)
     for _ in range(3):
@@ -278,6 +278,12 @@ async def scale_trial(
         await asyncio.wait_for(conn.send(server.target.request(warm.tag())), 20)
     warm.close_all()
     await asyncio.sleep(1.0)
+
+
+async def scale_trial(
+    server: Server, upstream: Upstream, plan: Plan, core: str | None
+) -> dict[str, Any]:
+    await _fresh(server, upstream, core)
     base = rss_kib(server.pid)
     tokens = int(plan.scale_deadline * 1000 / plan.scale_pace_ms) + 60
     upstream.configure(mode="text", tokens=tokens, pace_ms=plan.scale_pace_ms, stamp=False)
@@ -757,14 +763,7 @@ async def scale10k_trial(
     Memory as scenario 3 (VmRSS growth over the streams open, after the hold); the server's CPU
     and the tokens the clients read over the hold show whether it kept up.
     """
-    server.restart(core)  # a fresh process: memory freed by earlier trials would hide growth
-    upstream.configure(mode="text", tokens=3, pace_ms=0, stamp=False)
-    warm = Load(server.target)
-    for _ in range(3):
-        conn = await warm.connect()
-        await asyncio.wait_for(conn.send(server.target.request(warm.tag())), 20)
-    warm.close_all()
-    await asyncio.sleep(1.0)
+    await _fresh(server, upstream, core)
     base, fds_base, limit = rss_kib(server.pid), open_fds(server.pid), fd_limit(server.pid)
     wanted = streams = plan.scale10k_streams
     room, tightest = _fd_room(server.pid, upstream.pid)
