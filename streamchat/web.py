@@ -175,6 +175,7 @@ def watch(app: web.Application, metrics: Metrics) -> None:
         readers=runner.readers,
         turns=lambda: len(runner),
         retries=lambda: int(getattr(app.get(PROVIDER), "retries", 0)),
+        answers=lambda: getattr(app.get(PROVIDER), "answers", {}),
     )
 
 
@@ -274,9 +275,7 @@ def create_app(
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections)
-        traces = (
-            [] if metrics is None else [metrics.upstream_trace_config(settings.openrouter_base_url)]
-        )
+        traces: list[aiohttp.TraceConfig] = []
         if tracing is not None:
             traces.append(tracing.client_trace_config())
         async with aiohttp.ClientSession(connector=connector, trace_configs=traces) as session:

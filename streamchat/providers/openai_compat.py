@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -51,6 +52,8 @@ class OpenAICompatProvider:
         self._session = session
         self._settings = settings
         self.retries = 0  # read by GET /metrics
+        # Answers to the requests sent, by HTTP status ("error": none came); read by /metrics.
+        self.answers: Counter[str] = Counter()
         # No sock_read: aiohttp re-arms a timer on every read for it (~10% of the CPU under
         # 200 paced streams). _StallWatch does the same job with a timer per quarter timeout.
         self._timeout = aiohttp.ClientTimeout(
@@ -187,10 +190,11 @@ class OpenAICompatProvider:
         try:
             # Waiting for the headers is a silence like any other.
             async with asyncio.timeout(self._settings.upstream_read_timeout_seconds):
-                return await self._session.post(
+                response = await self._session.post(
                     url, data=request_body(body), headers=self._json, timeout=self._timeout
                 )
         except TimeoutError:
+            self.answers["error"] += 1
             seconds = self._settings.upstream_read_timeout_seconds
             raise UpstreamError(
                 "timeout",
@@ -198,11 +202,17 @@ class OpenAICompatProvider:
                 detail=f"{url} sent no response headers within {seconds:g} s",
             ) from None
         except aiohttp.ClientError as exc:
+            self.answers["error"] += 1
             raise UpstreamError(
                 "upstream_unreachable",
                 person_message("upstream_unreachable"),
                 detail=f"could not reach {url}: {type(exc).__name__}: {exc}",
             ) from None
+        except asyncio.CancelledError:  # stopped while waiting for the answer
+            self.answers["error"] += 1
+            raise
+        self.answers[str(response.status)] += 1
+        return response
 
     def _retry_delay(self, response: aiohttp.ClientResponse, attempt: int) -> float | None:
         if response.status != 429 and response.status < 500:
