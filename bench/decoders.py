@@ -11,6 +11,7 @@ microseconds per chunk, printed as a Markdown table. A decoder that is not insta
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -50,8 +51,8 @@ Decode = Callable[[str], object]
 def decoders() -> dict[str, Decode | None]:
     """Every decoder measured; None where its package is not installed."""
     found: dict[str, Decode | None] = {"json.loads (stdlib)": json.loads}
-    try:
-        import orjson
+    try:  # not a dependency of streamchat's: imported by name, so type checks pass without it
+        orjson = importlib.import_module("orjson")
     except ImportError:
         found["orjson.loads"] = None
     else:
