@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, async_playwright
 from pytest_aiohttp import AiohttpClient
 
 from streamchat.providers.base import Provider
@@ -28,6 +30,38 @@ from tests.fake_upstream import FakeUpstream
 from tests.redis_server import RedisServer, redis_server_path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_chromium() -> str | None:
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+# Debian's Chromium, which the browser tests drive (they skip, saying why, without it).
+CHROMIUM = find_chromium()
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Chromium for one test, closed after it."""
+    assert CHROMIUM is not None
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
 
 # A missed injection fails fast instead of reaching a real network.
 UNREACHABLE = "http://upstream.invalid/api/v1"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from playwright.async_api import (
     Locator,
     Page,
     ViewportSize,
-    async_playwright,
     expect,
 )
 
@@ -33,26 +31,9 @@ from streamchat.backends import Backend
 from streamchat.limits import PICKER_MODELS
 from streamchat.settings import DEFAULT_SYSTEM_PROMPT
 from streamchat.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import CHROMIUM, make_settings
 from tests.fake_upstream import FakeUpstream, HttpError, Sleep, paced, text_reply, tool_reply
 
-
-def find_chromium() -> str | None:
-    if Path("/usr/bin/chromium").exists():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-CHROMIUM = find_chromium()
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 DEFAULT_MODEL = make_settings().default_model
 
@@ -146,17 +127,6 @@ async def server(upstream: FakeUpstream, request: pytest.FixtureRequest) -> Asyn
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from streamchat.web import create_app
-from tests.conftest import ROOT, make_settings, serving
+from tests.conftest import CHROMIUM, ROOT, make_settings, serving
 from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.test_page import SCREENSHOTS
 
 USECHAT = ROOT / "tests" / "js" / "usechat"
 ARTIFACT = '<artifact id="sum" title="sum.py" language="python">\nprint(25 + 17)\n</artifact>'
@@ -88,17 +88,6 @@ async def server(upstream: FakeUpstream, bundle: Path) -> AsyncIterator[str]:
     app.router.add_get("/usechat/app.js", script)
     async with serving(app) as url:
         yield url
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
