@@ -10,11 +10,14 @@ own task sleeps until the push declines (its connection cannot take a write with
 the log closes. With a paced model that saves a task switch per token and reader. The log holds
 events, not wire bytes, so every protocol can encode it its own way.
 
+A log keeps its text events as plain strings (`CompactEvents`), which the garbage collector
+does not track, and makes them events again for a reader that reads them back. A tracked object
+kept per token made the collector's young generation fill up a dozen times a second under 200
+paced streams, and each of those collections walked every stream's suspended generators; and
+minutes of finished turns are hundreds of thousands of events, which every full collection walked.
+
 `RetainedLogs` keeps finished logs for late readers, bounded by age and by an estimate of their
-size: the oldest go first. A retained log keeps its text events as plain strings
-(`CompactEvents`), which the garbage collector does not track: minutes of finished turns are
-hundreds of thousands of events, and a full collection that walked each of them stalled every
-stream for as long.
+size: the oldest go first.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ class TurnLog:
         self.owner = owner
         self.conversation_id = conversation_id
         self.turn = 0  # numbered when the turn begins, before its first event
-        self._live: list[Event] = []
-        self.events: list[Event] | CompactEvents = self._live
+        self.events = CompactEvents(())  # text as strings: see the module's docstring
         self.elapsed_ms: list[float] = []
         self.finished = False
         self.finished_at = 0.0
@@ -59,7 +61,7 @@ class TurnLog:
         elapsed = round((time.perf_counter() - self._started) * 1000, 1)
         first = len(self.events)
         times = [elapsed] * len(batch)
-        self._live += batch
+        self.events.extend(batch)
         self.elapsed_ms += times
         if self._pushers:
             self._push(first, batch, times)
@@ -108,12 +110,7 @@ class TurnLog:
                         self._waiters.remove(waiter)
 
     def size_estimate(self) -> int:
-        return 256 + _size_of(self.events)
-
-    def compact(self) -> None:
-        """A finished log's events, kept in the form the garbage collector need not walk."""
-        if self.finished and not isinstance(self.events, CompactEvents):
-            self.events, self._live = CompactEvents(self._live), []
+        return 256 + self.events.size_estimate()
 
     def _push(self, first: int, batch: list[Event], times: list[float]) -> None:
         kept: list[tuple[Push, asyncio.Future[int]]] = []
@@ -136,8 +133,8 @@ class TurnLog:
 
 
 class CompactEvents(Sequence[Event]):
-    """A finished log's events: each text event as its string (not tracked by the garbage
-    collector), the few others as they are; read back as events."""
+    """A log's events: each text event as its string (not tracked by the garbage collector),
+    the few others as they are; read back as events."""
 
     __slots__ = ("_items",)
 
@@ -146,8 +143,24 @@ class CompactEvents(Sequence[Event]):
             event.text if type(event) is TextChunk else event for event in events
         ]
 
+    def extend(self, events: list[Event]) -> None:
+        items = self._items
+        for event in events:
+            items.append(event.text if type(event) is TextChunk else event)
+
     def __len__(self) -> int:
         return len(self._items)
+
+    def size_estimate(self) -> int:
+        size = _EVENT_OVERHEAD * len(self._items)
+        for item in self._items:
+            if type(item) is str:
+                size += len(item)
+            elif type(item) is ArtifactContent:
+                size += len(item.content_delta)
+            elif type(item) is ArtifactCompleted:
+                size += len(item.content)
+        return size
 
     @overload
     def __getitem__(self, index: int) -> Event: ...
@@ -168,19 +181,6 @@ def _event(item: str | Event) -> Event:
     return TextChunk(item) if type(item) is str else item  # type: ignore[return-value]
 
 
-def _size_of(batch: Sequence[Event]) -> int:
-    size = 0
-    for event in batch:
-        size += _EVENT_OVERHEAD
-        if type(event) is TextChunk:
-            size += len(event.text)
-        elif type(event) is ArtifactContent:
-            size += len(event.content_delta)
-        elif type(event) is ArtifactCompleted:
-            size += len(event.content)
-    return size
-
-
 class RetainedLogs:
     """Finished logs kept for `retention_seconds`, and at most `max_bytes` of them, by estimate."""
 
@@ -197,7 +197,6 @@ class RetainedLogs:
         if self.retention <= 0:
             return
         size = log.size_estimate()
-        log.compact()
         key = (log.owner, log.conversation_id, log.turn)
         self._logs[key] = (log, size)
         self.bytes += size

@@ -168,15 +168,21 @@ def _unchunk(body: bytes) -> bytes:
     return out
 
 
-async def test_a_retained_log_keeps_its_text_out_of_the_collectors_way_and_reads_the_same() -> None:
+async def test_a_log_keeps_its_text_out_of_the_collectors_way_and_reads_the_same() -> None:
+    """Text events are kept as strings, which the garbage collector does not track, while the
+    turn runs and once it is retained: readers get the same events back."""
     log = TurnLog("me", "c")
     log.turn = 1
     batches: list[list[Event]] = [text(0), [TextChunk("a"), TextChunk("b")], text(3)]
     for batch in batches:
         log.append(batch)
+    stored = log.events._items
+    assert not any(gc.is_tracked(item) for item in stored)
+    assert log.events[1:3] == [TextChunk("a"), TextChunk("b")]
     log.append([Completion("stop", "m", None, "c", None)])
     log.close()
     before = [(first, events) async for first, events, _ in log.follow(-1)]
+    assert before == [(0, [*batches[0], *batches[1], *batches[2], log.events[4]])]
     retained = RetainedLogs(60, 10_000_000)
     retained.add(log)
 
@@ -186,5 +192,4 @@ async def test_a_retained_log_keeps_its_text_out_of_the_collectors_way_and_reads
     assert after == before
     assert resumed == [(2, before[0][1][2:])]
     assert list(log.events) == before[0][1] and len(log.events) == 5
-    stored = log.events._items  # type: ignore[union-attr]
     assert sum(gc.is_tracked(item) for item in stored) == 1  # the completion only
