@@ -7,6 +7,7 @@ the reason printed, when it is not installed.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 import uuid
@@ -330,6 +331,32 @@ async def test_sqlite_turns_begun_at_once_share_commits_and_each_is_whole(tmp_pa
         ]
     # 160 writes (a begin and an end per turn) in far fewer transactions than one each.
     assert 0 < commits[0] < 160
+
+
+async def test_sqlite_the_wal_is_checkpointed_beside_the_writer_and_stays_small(
+    tmp_path: Path,
+) -> None:
+    """The writer never checkpoints (its fsync would hold up every call queued behind it): the
+    checkpoint thread does, so the WAL is reused instead of growing with every turn."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(str(path), checkpoint_seconds=0.05)
+    await store.open()
+    sizes = []
+    for round_ in range(8):
+        await asyncio.gather(*(run_turn(store, f"c{round_}-{n}", "x" * 2000) for n in range(20)))
+        sizes.append(await asyncio.to_thread(os.path.getsize, f"{path}-wal"))
+        await asyncio.sleep(0.2)
+    checkpoints = store._checkpoints.done
+    await store.close()
+
+    assert checkpoints >= 8
+    # One round writes ~40 pages; without checkpoints the WAL would hold all eight rounds.
+    assert max(sizes) < 3 * sizes[0], sizes
+    reopened = SqliteStore(str(path))
+    await reopened.open()
+    listed, _ = await reopened.recent("me", 500)
+    await reopened.close()
+    assert len(listed) == 160
 
 
 async def test_sqlite_a_call_that_fails_is_undone_alone_in_its_batch(tmp_path: Path) -> None:

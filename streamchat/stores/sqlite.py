@@ -5,11 +5,15 @@ never waits on the disk and every write goes through one writer. The worker take
 queued while it was busy as one batch: one transaction with a savepoint per call (a call that
 fails is rolled back alone), one commit, and one wake-up of the event loop for all their results.
 Under many turns a second, that is a fraction of the commits and thread hops of a call each.
-WAL lets readers run beside it;
-`synchronous=NORMAL` in WAL mode survives a crash of the process (only a power cut can lose the
-last commits). Schema changes are migrations, applied in order at start-up and counted in
-`PRAGMA user_version`; a file written by a newer streamchat stops start-up rather than being
-misread. A turn that was running when its process died is marked interrupted on the next start.
+WAL lets readers run beside it; `synchronous=NORMAL` in WAL mode survives a crash of the process
+(only a power cut can lose the last commits). The writer does not checkpoint: copying the WAL
+back into the database ends with an fsync, and in the writer that held up every call queued
+behind it (a new turn's first event with them). A thread of its own with its own connection
+checkpoints every `CHECKPOINT_SECONDS` instead, passively, beside the writer; should it fall far
+behind, the writer checkpoints itself past `WRITER_CHECKPOINT_PAGES`. Schema changes are
+migrations, applied in order at start-up and counted in `PRAGMA user_version`; a file written
+by a newer streamchat stops start-up rather than being misread. A turn that was running when its
+process died is marked interrupted on the next start.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ T = TypeVar("T")
 
 # The most calls one transaction takes; more wait for the next.
 MAX_BATCH = 64
+# How often the checkpoint thread copies the WAL back into the database file.
+CHECKPOINT_SECONDS = 1.0
+# The WAL's size, in pages, past which the writer checkpoints itself (the backstop).
+WRITER_CHECKPOINT_PAGES = 20_000
 
 # Applied in order; the file's `user_version` is how many have been applied. Never edit one
 # that has shipped: add the next.
@@ -117,18 +125,27 @@ def migrate(db: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:
 
 
 class SqliteStore:
-    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float] = time.time,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
         self.path = path
         self.description = f"sqlite ({path})"
         self._clock = clock
         self._worker = _Worker(lambda: self.db)
         self._db: sqlite3.Connection | None = None
         self._locks = LocalLocks()
+        self._checkpoints = _Checkpointer(path, checkpoint_seconds)
 
     async def open(self) -> None:
         await self._worker.call(self._open, alone=True)
+        if self.path != ":memory:":
+            self._checkpoints.start()
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._checkpoints.stop)
         if self._db is not None:
             await self._worker.call(self._db.close, alone=True)
             self._db = None
@@ -208,6 +225,7 @@ class SqliteStore:
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
             db.execute("PRAGMA busy_timeout = 5000")
             db.execute("PRAGMA foreign_keys = ON")
             applied = migrate(db)
@@ -454,6 +472,46 @@ class SqliteStore:
         for table in ("messages", "artifacts"):
             db.execute(f"DELETE FROM {table} WHERE owner = ? AND conversation_id = ?", key)
         return db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", key).rowcount > 0
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database every `seconds`, on a thread and a connection of
+    its own. A passive checkpoint takes no lock the writer waits for; what it cannot copy yet
+    (a read in progress) it copies next time."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        self.path = path
+        self.seconds = seconds
+        self.done = 0  # checkpoints run, for the tests
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("SQLite store %s: no checkpoint thread: %s", self.path, exc)
+            return
+        try:
+            while not self._stop.wait(self.seconds):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.done += 1
+                except sqlite3.Error as exc:  # the writer checkpoints itself past its bound
+                    log.warning("SQLite store %s: checkpoint failed: %s", self.path, exc)
+        finally:
+            db.close()
 
 
 class _transaction:
