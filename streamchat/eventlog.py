@@ -52,6 +52,7 @@ class TurnLog:
         # Readers delivered to by append, each with the future its task sleeps on: resolved with
         # the index it should read on from when its push declines or the log closes.
         self._pushers: list[tuple[Push, asyncio.Future[int]]] = []
+        self._watchers: list[Callable[[], None]] = []
 
     def start_clock(self) -> None:
         """`elapsedMs` counts from here: when the turn begins, not when it was queued."""
@@ -65,17 +66,28 @@ class TurnLog:
         self.elapsed_ms += times
         if self._pushers:
             self._push(first, batch, times)
+        for watcher in self._watchers:
+            watcher()
         self._wake()
 
     def close(self) -> None:
         self.finished = True
         self.finished_at = time.monotonic()
+        for watcher in self._watchers:
+            watcher()
         end = len(self.events)
         for _, waiter in self._pushers:
             if not waiter.done():
                 waiter.set_result(end)
         self._pushers = []
         self._wake()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` after every append and at the close, in the appending task (it
+        must not raise), until the function returned is called: a reader that reads the log on
+        its own schedule (the Redis mirror) needs no task waiting on it."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
 
     async def follow(
         self, after: int = -1, push: Push | None = None

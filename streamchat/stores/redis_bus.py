@@ -1,11 +1,12 @@
 """The event bus on Redis: a turn's log as a Redis Stream, stops over pub/sub.
 
 Each turn's events go to one stream, `<prefix>turn:<owner>:<conversation>:<turn>`, one entry per
-batch of events (one upstream read, not one token) whose id is `0-<last chunkIndex + 1>`, so "the
-events after index k" is `XREAD ... 0-<k + 1>` and a resume needs no lookup. The process running
-the turn hands each batch to one pipeline shared by every turn, sent at most every `FLUSH_SECONDS`
-(a batch whose write failed goes with the next one),
-keeps a liveness key alive while the turn runs, and sets the stream to expire
+flush (the events the turn's log gained since the last one) whose id is `0-<last chunkIndex + 1>`,
+so "the events after index k" is `XREAD ... 0-<k + 1>` and a resume needs no lookup. The process
+running turns sends the new events of all of them in one pipeline, at most every
+`FLUSH_SECONDS`, read straight from their logs: no task per turn, nothing done per token but
+marking the log as having news (what a failed write did not send goes with the next one). The
+same pipeline keeps each running turn's liveness key alive, and sets the stream to expire
 `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
 another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
 the process running the turn died, and the reader gets `error` with `code: interrupted`.
@@ -45,6 +46,10 @@ RUNNING_TTL_MS = 3_600_000
 # reader on another process sees a token at most this much later, and a paced model's token
 # costs a command in a shared pipeline rather than a round trip of its own.
 FLUSH_SECONDS = 0.05
+# After a refused flush, the next one waits this long; a finished turn's events that are still
+# refused after GIVE_UP_SECONDS are given up (its readers elsewhere then get `interrupted`).
+RETRY_SECONDS = 1.0
+GIVE_UP_SECONDS = 30.0
 
 
 class RedisEventBus:
@@ -107,34 +112,15 @@ class RedisEventBus:
     # --- the turn's log -------------------------------------------------------------------------
 
     async def mirror(self, turn_log: TurnLog) -> None:
+        """Share the turn's log until its terminal event is in Redis (or the turn is dropped,
+        should it never be)."""
         key = self.turn_key(turn_log.owner, turn_log.conversation_id, turn_log.turn)
-        alive = key + ":alive"
-        beat = asyncio.create_task(self._heartbeat(alive))
-        unsent: list[str] = []  # the events' wire JSON, not yet in the stream
-        expiring = False
+        mirror = _Mirror(turn_log, key, asyncio.get_running_loop().create_future())
+        self._flusher.add(mirror)
         try:
-            async for first, events, elapsed in turn_log.follow():
-                unsent += [wire_json(first + n, e, elapsed[n]) for n, e in enumerate(events)]
-                last = first + len(events) - 1
-                finished = isinstance(events[-1], Terminal)
-                try:
-                    # Waits for the next shared flush: what the log gains meanwhile goes in
-                    # this turn's next entry.
-                    await self._flusher.send(_Entry(key, unsent, last, finished, not expiring))
-                except (RedisError, OSError) as exc:
-                    # Kept, and sent with the next batch: a reader elsewhere sees it late,
-                    # never a gap.
-                    log.warning("could not share turn %s's events yet: %s", key, exc)
-                    continue
-                unsent, expiring = [], True
+            await mirror.done
         finally:
-            beat.cancel()
-
-    async def _heartbeat(self, alive: str) -> None:
-        while True:
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.set(alive, "1", px=int(ALIVE_SECONDS * 1000))
-            await asyncio.sleep(ALIVE_SECONDS / 3)
+            self._flusher.remove(mirror)
 
     async def remote(self, owner: str, conversation_id: str, turn: int) -> RedisRemoteLog | None:
         key = self.turn_key(owner, conversation_id, turn)
@@ -154,83 +140,170 @@ class RedisEventBus:
             raise StoreUnavailable(str(exc)) from None
 
 
-class _Entry:
-    """One turn's events since its last entry, on their way to its stream."""
+class _Mirror:
+    """One running turn's log and how much of it is in its stream."""
 
-    __slots__ = ("events", "finished", "first", "key", "last")
+    __slots__ = ("alive_at", "done", "failing_since", "key", "log", "sent", "unwatch")
 
-    def __init__(self, key: str, events: list[str], last: int, finished: bool, first: bool):
-        self.key, self.events, self.last = key, events, last
-        self.finished, self.first = finished, first
+    def __init__(self, turn_log: TurnLog, key: str, done: asyncio.Future[None]) -> None:
+        self.log, self.key, self.done = turn_log, key, done
+        self.sent = 0  # the events before this index are in the stream
+        self.alive_at = -ALIVE_SECONDS  # when the liveness key was last set
+        self.failing_since: float | None = None  # its entries refused since then
+        self.unwatch: Callable[[], None] = _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 class _Flusher:
-    """Sends the entries of every running turn in one pipeline, at most every `FLUSH_SECONDS`.
+    """Sends what every running turn's log gained, in one pipeline, at most every
+    `FLUSH_SECONDS`, and keeps their liveness keys alive.
 
-    A turn's mirror hands its entry over and waits for the flush that carries it (or for its
-    error), so each turn has at most one entry in flight and its entries stay in order. One
-    entry per turn and flush is one stream entry whose id is the index of its last event.
+    An append only marks its log as having news and arms the timer if it is not armed; a
+    terminal event arms it to fire at once. One flush is in flight at a time, so each turn's
+    entries reach its stream in order; a mirror whose entry was refused keeps its events for
+    the next flush.
     """
 
     def __init__(self, client: Redis, retention_ms: int) -> None:
         self._client = client
         self._retention_ms = retention_ms
-        self._waiting: list[tuple[_Entry, asyncio.Future[None]]] = []
+        self._mirrors: set[_Mirror] = set()
+        self._news: set[_Mirror] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._beat: asyncio.TimerHandle | None = None
+        self._writing = False
         self._last = 0.0
+        self._retry_at = 0.0
 
-    async def send(self, entry: _Entry) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((entry, future))
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            # A terminal event, or a first entry after a quiet spell, goes at once.
-            due = 0.0 if entry.finished else max(0.0, self._last + FLUSH_SECONDS - loop.time())
-            self._timer = loop.call_later(due, self._flush)
-        await future
+    def add(self, mirror: _Mirror) -> None:
+        self._mirrors.add(mirror)
+        mirror.unwatch = mirror.log.watch(lambda: self._noted(mirror))
+        self._noted(mirror)  # its liveness key goes out with the next flush
+        if self._beat is None:
+            self._beat = asyncio.get_running_loop().call_later(ALIVE_SECONDS / 3, self._heartbeat)
+
+    def remove(self, mirror: _Mirror) -> None:
+        mirror.unwatch()
+        self._mirrors.discard(mirror)
+        self._news.discard(mirror)
+
+    def _noted(self, mirror: _Mirror) -> None:
+        """The log has news (an append), or has closed: its terminal event goes at once."""
+        self._news.add(mirror)
+        if self._writing or (self._timer is not None and not mirror.log.finished):
+            return  # the flush under way, or the one armed, takes it
+        self._arm(mirror.log.finished)
+
+    def _arm(self, at_once: bool) -> None:
+        loop = asyncio.get_running_loop()
+        # A terminal event goes at once, and so does a first entry after a quiet spell; after
+        # a refused write, not before RETRY_SECONDS.
+        due = 0.0 if at_once else max(0.0, self._last + FLUSH_SECONDS - loop.time())
+        due = max(due, self._retry_at - loop.time())
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(due, self._flush)
+
+    def _heartbeat(self) -> None:
+        """Running turns that sent nothing lately still need their liveness keys refreshed."""
+        self._beat = None
+        if not self._mirrors:
+            return
+        stale = asyncio.get_running_loop().time() - ALIVE_SECONDS / 3
+        for mirror in self._mirrors:
+            if mirror.alive_at <= stale:
+                self._noted(mirror)
+        self._beat = asyncio.get_running_loop().call_later(ALIVE_SECONDS / 3, self._heartbeat)
 
     def _flush(self) -> None:
         self._timer = None
+        if self._writing or not self._news:
+            return
+        self._writing = True
         self._last = asyncio.get_running_loop().time()
-        waiting, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._write(waiting))
+        news, self._news = self._news, set()
+        task = asyncio.create_task(self._write(news))
         _flushes.add(task)
         task.add_done_callback(_flushes.discard)
 
-    async def _write(self, waiting: list[tuple[_Entry, asyncio.Future[None]]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        ends: list[int] = []  # where each entry's commands end in the pipeline's replies
-        for entry, _ in waiting:
-            key = entry.key
-            pipe.xadd(
-                key,
-                {"e": "[" + ",".join(entry.events) + "]"},
-                id=f"0-{entry.last + 1}",
-                maxlen=MAX_STREAM_ENTRIES,
-                approximate=True,
-            )
-            if entry.finished:
-                pipe.pexpire(key, self._retention_ms)
-                pipe.delete(key + ":alive")
-            elif entry.first:  # a running turn's stream outlives it by the retention
-                pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
-            ends.append(len(pipe))
+    async def _write(self, news: set[_Mirror]) -> None:
         try:
-            # One turn's refused entry must not fail the others: each is judged by its replies.
+            await self._send(news)
+        finally:
+            self._writing = False
+            self._arm_after_write()
+
+    def _arm_after_write(self) -> None:
+        if self._news and self._timer is None:
+            self._arm(any(m.log.finished for m in self._news))
+
+    async def _send(self, news: set[_Mirror]) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pipe = self._client.pipeline(transaction=False)
+        sent: list[tuple[_Mirror, int, int, bool]] = []  # mirror, its XADD's reply, end, final
+        for mirror in news:
+            turn_log, key = mirror.log, mirror.key
+            end = len(turn_log.events)
+            final = False
+            if end > mirror.sent:
+                first = mirror.sent
+                events = turn_log.events[first:end]
+                elapsed = turn_log.elapsed_ms[first:end]
+                wires = [wire_json(first + n, e, elapsed[n]) for n, e in enumerate(events)]
+                final = isinstance(events[-1], Terminal)
+                pipe.xadd(
+                    key,
+                    {"e": "[" + ",".join(wires) + "]"},
+                    id=f"0-{end}",
+                    maxlen=MAX_STREAM_ENTRIES,
+                    approximate=True,
+                )
+                sent.append((mirror, len(pipe) - 1, end, final))
+                if final:
+                    pipe.pexpire(key, self._retention_ms)
+                    pipe.delete(key + ":alive")
+                elif first == 0:  # a running turn's stream outlives it by the retention
+                    pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
+            if not final and mirror.alive_at <= now - ALIVE_SECONDS / 3:
+                pipe.set(key + ":alive", "1", px=int(ALIVE_SECONDS * 1000))
+                mirror.alive_at = now
+        if not len(pipe):
+            return
+        try:
+            # One turn's refused entry must not fail the others: each is judged by its reply.
             replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             replies = [exc] * len(pipe)
-        start = 0
-        for (_, future), end in zip(waiting, ends, strict=True):
-            # The XADD decides: the expiry commands after it only tidy up.
-            reply = replies[start]
-            start = end
-            if future.done():
-                continue
+        refused: BaseException | None = None
+        for mirror, at, end, final in sent:
+            reply = replies[at]
             if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(None)
+                refused = reply
+                self._refused(mirror, now)
+                continue
+            mirror.sent, mirror.failing_since = end, None
+            if final and not mirror.done.done():
+                mirror.done.set_result(None)
+        if refused is not None:
+            log.warning("could not share the events of running turns yet: %s", refused)
+            self._retry_at = loop.time() + RETRY_SECONDS
+
+    def _refused(self, mirror: _Mirror, now: float) -> None:
+        """Its events stay for a later flush: a reader elsewhere sees them late, never with a
+        gap. A finished turn's are given up after `GIVE_UP_SECONDS` of refusals."""
+        if mirror.failing_since is None:
+            mirror.failing_since = now
+        mirror.alive_at = -ALIVE_SECONDS
+        if mirror.log.finished and now - mirror.failing_since > GIVE_UP_SECONDS:
+            log.warning("turn %s's last events could not be shared: given up", mirror.key)
+            if not mirror.done.done():
+                mirror.done.set_result(None)
+        elif mirror in self._mirrors:
+            self._news.add(mirror)
 
 
 # The flushes under way (a task is kept referenced until it is done).

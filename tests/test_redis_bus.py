@@ -1,0 +1,90 @@
+"""The Redis mirror of running turns' logs, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from streamchat.eventlog import TurnLog
+from streamchat.events import Completion, TextChunk
+from streamchat.stores import redis_bus
+from streamchat.stores.redis_bus import RedisEventBus
+from tests.redis_server import RedisServer
+
+redis_asyncio = pytest.importorskip("redis.asyncio", reason="the redis extra is not installed")
+
+
+@pytest.fixture
+async def bus(redis_server: RedisServer) -> AsyncIterator[RedisEventBus]:
+    client = redis_asyncio.Redis.from_url(redis_server.url)
+    bus = RedisEventBus(client, retention_seconds=60, prefix=f"t{secrets.token_hex(4)}:")
+    yield bus
+    await bus.close()
+
+
+def turn_log(conversation_id: str) -> TurnLog:
+    log = TurnLog("me", conversation_id)
+    log.turn = 1
+    return log
+
+
+async def entries(bus: RedisEventBus, log: TurnLog) -> list[tuple[str, list[dict[str, Any]]]]:
+    key = bus.turn_key(log.owner, log.conversation_id, log.turn)
+    found: Any = await bus._client.xrange(key)
+    return [(entry_id.decode(), json.loads(fields[b"e"])) for entry_id, fields in found]
+
+
+async def test_paced_turns_share_their_events_in_few_entries_each_event_once_in_order(
+    bus: RedisEventBus,
+) -> None:
+    logs = [turn_log(f"c{n}") for n in range(20)]
+    mirrors = [asyncio.create_task(bus.mirror(log)) for log in logs]
+    for step in range(60):  # 60 tokens a turn, 5 ms apart: about 6 flushes' worth
+        for log in logs:
+            log.append([TextChunk(f"t{step} ")])
+        await asyncio.sleep(0.005)
+    key = bus.turn_key("me", "c0", 1)
+    alive_while_running = await bus._client.exists(key + ":alive")
+    for log in logs:
+        log.append([Completion("stop", "m", None, log.conversation_id, None, 1)])
+        log.close()
+    await asyncio.wait_for(asyncio.gather(*mirrors), 5)
+
+    assert alive_while_running == 1
+    for log in logs:
+        found = await entries(bus, log)
+        indexes = [wire["chunkIndex"] for _, batch in found for wire in batch]
+        assert indexes == list(range(61))
+        assert found[-1][1][-1]["type"] == "completion"
+        # Each entry's id is the index after its last event: a resume reads from there.
+        assert all(entry_id == f"0-{batch[-1]['chunkIndex'] + 1}" for entry_id, batch in found)
+        assert len(found) < 20  # far fewer entries than events: one a flush, not one a token
+    assert await bus._client.exists(key + ":alive") == 0
+    assert 0 < await bus._client.pttl(key) <= 60_000
+
+
+async def test_a_quiet_running_turn_keeps_its_liveness_key(
+    bus: RedisEventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn that sends nothing for a while (a long tool, an approval) is still running: the
+    flusher refreshes its liveness key without an event to carry it."""
+    monkeypatch.setattr(redis_bus, "ALIVE_SECONDS", 0.3)
+    log = turn_log("quiet")
+    mirror = asyncio.create_task(bus.mirror(log))
+    log.append([TextChunk("thinking")])
+    key = bus.turn_key("me", "quiet", 1) + ":alive"
+    seen = []
+    for _ in range(8):  # 1.2 s: four times the key's lifetime
+        await asyncio.sleep(0.15)
+        seen.append(await bus._client.exists(key))
+    log.append([Completion("stop", "m", None, "quiet", None, 1)])
+    log.close()
+    await asyncio.wait_for(mirror, 5)
+
+    assert seen == [1] * 8
+    assert await bus._client.exists(key) == 0
