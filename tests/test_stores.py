@@ -514,6 +514,34 @@ async def test_redis_the_lease_makes_a_second_holder_wait_until_the_first_releas
     assert [m.get("content") for m in stored.messages] == ["one", "two"]
 
 
+async def test_redis_the_end_of_a_turn_releases_its_lease_in_the_same_script(
+    two_stores: tuple[Store, Store], redis_server: RedisServer
+) -> None:
+    """One command fewer per turn: the script that stores the end deletes the lease, so the
+    lock's exit sends nothing; a turn whose end was not stored still releases at the exit."""
+    import redis.asyncio
+
+    one, other = two_stores
+    watch = redis.asyncio.Redis.from_url(redis_server.url)
+    lease_key = one._keys("me", "c").lease  # type: ignore[attr-defined]
+    async with one.lock("me", "c"):
+        begun = await one.begin_turn("me", "c", "", "hi")
+        held = await watch.exists(lease_key)
+        await Turn(one, "me", "c", begun).end("completed")
+        after_end = await watch.exists(lease_key)
+        renewal = one._leases[("me", "c")].renewal  # type: ignore[attr-defined]
+    async with other.lock("me", "c"):  # at once: nothing holds it
+        # This turn's end is never stored: its lease is released at the lock's exit.
+        await other.begin_turn("me", "c", "", "again")
+    after_exit = await watch.exists(lease_key)
+    await watch.aclose()
+
+    assert (held, after_end, after_exit) == (1, 0, 0)
+    assert renewal.cancelled() or renewal.done()
+    stored = await one.load("me", "c")
+    assert stored is not None and stored.turns == 2
+
+
 async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     two_stores: tuple[Store, Store],
 ) -> None:

@@ -5,7 +5,8 @@ tagged with its turn so a regenerate can drop that turn's artifacts; each owner 
 of conversation ids scored by `updated_at` for the most-recent-first list. Every key carries its
 owner as a hash tag, so the keys one script touches lie in one Redis Cluster slot. A turn holds
 the conversation's lease (`SET NX PX` with a random token, renewed while the turn runs, released
-with compare-and-delete), so a process that dies blocks its conversation for at most the lease.
+by the script that stores the turn's end, or with compare-and-delete when that write did not
+happen), so a process that dies blocks its conversation for at most the lease.
 Each write of a turn is one Lua script that first checks that the lease still holds this
 process's token: a holder that lost its lease (a long pause, a partition) never writes over the
 turn that replaced it, and gets `LeaseLost`. A running turn whose lease is gone died with its
@@ -142,6 +143,7 @@ if ARGV[3] ~= '' then
   redis.call('HDEL', KEYS[1], 'running', 'token')
   redis.call('HSET', KEYS[1], 'updated', ARGV[3])
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+  redis.call('DEL', KEYS[5])  -- the turn's end releases the conversation: no command of its own
 end
 return 1
 """
@@ -175,6 +177,7 @@ class _Keys:
 class _Lease:
     token: str
     lost: bool = False
+    released: bool = False  # by the end of its turn, in the same script
     renewal: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -435,7 +438,7 @@ class RedisStore:
             finally:
                 del self._leases[(owner, conversation_id)]
                 lease.renewal.cancel()
-                if not lease.lost:
+                if not lease.lost and not lease.released:
                     # Released even when the turn is being cancelled; if Redis is away, the
                     # lease expires by itself.
                     await asyncio.shield(self._release(key, lease.token))
@@ -480,6 +483,8 @@ class RedisStore:
                     "could not renew the lease of conversation %s: %s", conversation_id, exc
                 )
                 continue
+            if lease.released:
+                return
             if not renewed:
                 lease.lost = True
                 log.warning(
@@ -542,6 +547,10 @@ class RedisStore:
             written = await self._write(keys=keys.turn, args=args)
         if written == -1:
             raise self._lost(owner, conversation_id)
+        if ended_at is not None:
+            lease = self._leases.get((owner, conversation_id))
+            if lease is not None:
+                lease.released = True
 
     def _reachable(self) -> contextlib.AbstractContextManager[None]:
         return reachable(self.where)
