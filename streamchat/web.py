@@ -107,9 +107,11 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if problem else 200)
 
 
-# A full collection is considered after this many collections of the middle generation (the
-# interpreter's default is 10). See _freeze_heap.
-FULL_COLLECTION_AFTER = 1000
+# The middle generation is collected after this many young collections (the interpreter's
+# default is 10), and a full collection is considered after this many middle ones (default 10):
+# a full collection after as many young ones as with 10 and 1,000. See _freeze_heap.
+MIDDLE_COLLECTION_AFTER = 2
+FULL_COLLECTION_AFTER = 5000
 
 
 async def _freeze_heap(app: web.Application) -> None:
@@ -123,11 +125,17 @@ async def _freeze_heap(app: web.Application) -> None:
     a hundred times rarer, 3 of 601 and 22%). Almost all garbage is freed by reference counting
     or in the young generations, which still run as often; the cycles that reach the oldest one
     (a few objects per request) wait longer for theirs.
+
+    The middle generation holds every object made since its last collection that is still
+    alive: with turns of a few seconds and that collection every ~2.5 s (the default), nearly
+    every open stream's objects, 34,000 of them under 200 paced streams, walked in 11 to 23 ms
+    at once. Collected five times as often, it walks a fifth of them each time: the longest
+    pause 8 ms, the total time the same.
     """
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
+    young, _, _ = gc.get_threshold()
+    gc.set_threshold(young, MIDDLE_COLLECTION_AFTER, FULL_COLLECTION_AFTER)
 
 
 def make_tools(settings: Settings, mcp_servers: list[McpToolset]) -> CombinedToolset:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from streamchat.web import FULL_COLLECTION_AFTER
+from streamchat.web import FULL_COLLECTION_AFTER, MIDDLE_COLLECTION_AFTER
 from tests.conftest import MakeClient, StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
 
@@ -108,10 +108,10 @@ async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_i
 
 
 async def test_a_started_server_runs_full_collections_rarely(make_client: MakeClient) -> None:
-    """Young collections as usual; a full one only after FULL_COLLECTION_AFTER middle ones
-    (each walks every open stream's objects)."""
+    """Young collections as usual; middle ones more often (each then walks fewer open streams'
+    objects), a full one only after FULL_COLLECTION_AFTER of them (it walks all of them)."""
     gc.set_threshold(700, 10, 10)
     client = await make_client()
     response = await client.get("/health")
     assert response.status == 200
-    assert gc.get_threshold() == (700, 10, FULL_COLLECTION_AFTER)
+    assert gc.get_threshold() == (700, MIDDLE_COLLECTION_AFTER, FULL_COLLECTION_AFTER)
