@@ -11,6 +11,7 @@ serves the app's own registry (`metrics.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -136,6 +137,37 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
     young, _, _ = gc.get_threshold()
     gc.set_threshold(young, MIDDLE_COLLECTION_AFTER, FULL_COLLECTION_AFTER)
+
+
+# The young generation is also collected this often, whatever the allocation count says.
+YOUNG_COLLECTION_SECONDS = 0.25
+
+
+async def _young_collections(app: web.Application) -> AsyncIterator[None]:
+    """Collect the young generation every `YOUNG_COLLECTION_SECONDS`.
+
+    The interpreter collects it when allocations outnumber deallocations by 700, and a
+    deallocation of any age counts. A stream that gets a token frees the coroutines, futures
+    and `asend`s it waited on (old by then) and makes new ones to wait for the next: the count
+    stays put while the young generation fills with every such stream's new chain. Measured at
+    10,000 open streams: 66,000 young objects at the collection that finally came, 150 to 190 ms
+    with the loop stopped. Collected every quarter second, the young generation holds a quarter
+    second's worth, whatever the count.
+    """
+
+    async def collect() -> None:
+        while True:
+            await asyncio.sleep(YOUNG_COLLECTION_SECONDS)
+            if gc.isenabled():
+                gc.collect(0)
+
+    task = asyncio.create_task(collect(), name="young-collections")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def make_tools(settings: Settings, mcp_servers: list[McpToolset]) -> CombinedToolset:
@@ -335,6 +367,7 @@ def create_app(
     app.cleanup_ctx.append(connect_mcp)
     app.cleanup_ctx.append(client_session)
     app.on_startup.append(_freeze_heap)
+    app.cleanup_ctx.append(_young_collections)
     app.on_shutdown.append(drain)
     conversation = "/{conversation_id}"
     app.router.add_post("/api/stream", stream_chat)

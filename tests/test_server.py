@@ -11,7 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from streamchat.web import FULL_COLLECTION_AFTER, MIDDLE_COLLECTION_AFTER
+from streamchat.web import (
+    FULL_COLLECTION_AFTER,
+    MIDDLE_COLLECTION_AFTER,
+    YOUNG_COLLECTION_SECONDS,
+)
 from tests.conftest import MakeClient, StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
 
@@ -105,6 +109,27 @@ async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_i
     assert told[0]["code"] == "interrupted"
     assert events[-1]["type"] == "completion"
     assert json.dumps(upstream.requests[-1]["messages"]).count('"role": "user"') == 2
+
+
+async def test_a_started_server_collects_the_young_generation_even_when_the_count_stays_low(
+    make_client: MakeClient,
+) -> None:
+    """Deallocations of old objects offset new allocations in the interpreter's count, so the
+    server collects the young generation on a timer too."""
+    client = await make_client()
+    assert (await client.get("/health")).status == 200
+    young: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 0:
+            young.append(1)
+
+    gc.callbacks.append(seen)
+    try:
+        await asyncio.sleep(YOUNG_COLLECTION_SECONDS * 4.5)
+    finally:
+        gc.callbacks.remove(seen)
+    assert len(young) >= 3
 
 
 async def test_a_started_server_runs_full_collections_rarely(make_client: MakeClient) -> None:
