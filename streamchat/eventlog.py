@@ -43,7 +43,7 @@ class TurnLog:
         self.owner = owner
         self.conversation_id = conversation_id
         self.turn = 0  # numbered when the turn begins, before its first event
-        self.events = CompactEvents(())  # text as strings: see the module's docstring
+        self.events = CompactEvents()  # text as strings: see the module's docstring
         self.elapsed_ms: list[float] = []
         self.finished = False
         self.finished_at = 0.0
@@ -150,10 +150,8 @@ class CompactEvents(Sequence[Event]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, events: Sequence[Event]) -> None:
-        self._items: list[str | Event] = [
-            event.text if type(event) is TextChunk else event for event in events
-        ]
+    def __init__(self) -> None:
+        self._items: list[str | Event] = []
 
     def extend(self, events: list[Event]) -> None:
         items = self._items
