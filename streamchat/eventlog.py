@@ -28,7 +28,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import overload
 
-from streamchat.events import ArtifactCompleted, ArtifactContent, Event, TextChunk
+from streamchat.events import (
+    ArtifactCompleted,
+    ArtifactContent,
+    Event,
+    TextChunk,
+    text_json,
+    wire_json,
+)
 
 # What an event costs beyond its text, roughly: the dataclass, its list slot, its elapsed float.
 _EVENT_OVERHEAD = 120
@@ -185,6 +192,17 @@ class CompactEvents(Sequence[Event]):
 
     def __iter__(self) -> Iterator[Event]:
         return (_event(item) for item in self._items)
+
+    def wire_jsons(self, start: int, end: int, elapsed_ms: list[float]) -> list[str]:
+        """The wire JSON of events `start` to `end - 1` (`elapsed_ms` theirs), as `wire_json`
+        gives it; a text event's straight from its string."""
+        wires = []
+        for n, item in enumerate(self._items[start:end]):
+            if isinstance(item, str):
+                wires.append(text_json(start + n, item, elapsed_ms[n]))
+            else:
+                wires.append(wire_json(start + n, item, elapsed_ms[n]))
+        return wires
 
 
 def _event(item: str | Event) -> Event:

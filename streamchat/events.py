@@ -293,9 +293,10 @@ def from_wire(wire: dict[str, Any]) -> Event:
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def text_json(index: int, event: TextChunk, elapsed: float) -> str:
-    """A text event's `data:` JSON, built directly: what json.dumps(to_wire(...)) gives, compact."""
-    text = _json_string(event.text)
+def text_json(index: int, text: str, elapsed: float) -> str:
+    """A text event's `data:` JSON from its text, built directly: what json.dumps(to_wire(...))
+    gives, compact."""
+    text = _json_string(text)
     return (
         f'{{"type":"text","chunkIndex":{index},"elapsedMs":{elapsed!r},'
         f'"content":{text},"textDelta":{text}}}'
@@ -305,5 +306,5 @@ def text_json(index: int, event: TextChunk, elapsed: float) -> str:
 def wire_json(index: int, event: Event, elapsed: float) -> str:
     """Any event's wire JSON, text by the direct path."""
     if type(event) is TextChunk:
-        return text_json(index, event, elapsed)
+        return text_json(index, event.text, elapsed)
     return json.dumps(to_wire(event, index, elapsed), ensure_ascii=False, separators=(",", ":"))

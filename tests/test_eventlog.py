@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamchat.eventlog import RetainedLogs, TurnLog
-from streamchat.events import Completion, Event, TextChunk
+from streamchat.events import Completion, Event, TextChunk, ToolExecuting, wire_json
 from streamchat.sse_writer import SSEWriter
 from tests.conftest import parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
@@ -193,3 +193,19 @@ async def test_a_log_keeps_its_text_out_of_the_collectors_way_and_reads_the_same
     assert resumed == [(2, before[0][1][2:])]
     assert list(log.events) == before[0][1] and len(log.events) == 5
     assert sum(gc.is_tracked(item) for item in stored) == 1  # the completion only
+
+
+def test_wire_json_of_a_stretch_of_the_log_is_each_events_own() -> None:
+    """What the Redis mirror sends: text from the log's strings, the rest as wire_json has it."""
+    log = TurnLog("me", "c")
+    events: list[Event] = [
+        TextChunk('say "hi"\n'),
+        ToolExecuting("add", "t1", '{"a":1}'),
+        TextChunk("ünïcode \ud800"),
+        Completion("stop", "m", None, "c", None, 1),
+    ]
+    log.append(events)
+    elapsed = log.elapsed_ms[1:4]
+    assert log.events.wire_jsons(1, 4, elapsed) == [
+        wire_json(1 + n, event, elapsed[n]) for n, event in enumerate(events[1:4])
+    ]

@@ -88,3 +88,33 @@ async def test_a_quiet_running_turn_keeps_its_liveness_key(
 
     assert seen == [1] * 8
     assert await bus._client.exists(key) == 0
+
+
+async def test_an_entry_redis_refuses_is_that_turns_alone_and_goes_later(
+    bus: RedisEventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turns' entries go in one command; one that Redis refuses (its key holds something
+    else) leaves the others stored, and is sent whole, in order, once Redis takes it."""
+    monkeypatch.setattr(redis_bus, "RETRY_SECONDS", 0.1)
+    blocked, fine = turn_log("blocked"), turn_log("fine")
+    blocked_key = bus.turn_key("me", "blocked", 1)
+    await bus._client.set(blocked_key, "not a stream")
+    mirrors = [asyncio.create_task(bus.mirror(log)) for log in (blocked, fine)]
+    for step in range(10):
+        for log in (blocked, fine):
+            log.append([TextChunk(f"t{step} ")])
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert [w["chunkIndex"] for _, b in await entries(bus, fine) for w in b] == list(range(10))
+    assert await bus._client.type(blocked_key) == b"string"  # refused, nothing lost yet
+
+    await bus._client.delete(blocked_key)
+    for log in (blocked, fine):
+        log.append([Completion("stop", "m", None, log.conversation_id, None, 1)])
+        log.close()
+    await asyncio.wait_for(asyncio.gather(*mirrors), 5)
+
+    for log in (blocked, fine):
+        found = await entries(bus, log)
+        assert [w["chunkIndex"] for _, b in found for w in b] == list(range(11))
+        assert all(entry_id == f"0-{b[-1]['chunkIndex'] + 1}" for entry_id, b in found)

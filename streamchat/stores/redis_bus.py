@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from streamchat.eventbus import Batch
 from streamchat.eventlog import TurnLog
-from streamchat.events import ErrorEvent, Event, Terminal, from_wire, wire_json
+from streamchat.events import ErrorEvent, Event, Terminal, from_wire
 from streamchat.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,41 @@ FLUSH_SECONDS = 0.05
 # refused after GIVE_UP_SECONDS are given up (its readers elsewhere then get `interrupted`).
 RETRY_SECONDS = 1.0
 GIVE_UP_SECONDS = 30.0
+# Mirrors a flush sends in one script call at most (a longer flush takes several).
+FLUSH_MIRRORS = 500
+
+# One flush: every mirror's new entry, its stream's expiry, and its liveness key, in one command
+# (as a pipeline of several per turn, redis-py's packing and parsing of each command cost more
+# than everything else a paced token costs). An entry Redis refuses is that mirror's alone.
+FLUSH = """
+-- KEYS: for each mirror, its stream and its liveness key
+-- ARGV: max entries, retention ms, running-turn ttl ms, liveness ms, then for each mirror:
+--   the entry's id ('' for none), its events' JSON, flags ('f' final, 's' first entry,
+--   'a' liveness due)
+-- Returns for each mirror 1 (its entry stored, or none to store) or the error Redis gave.
+local out = {}
+for i = 1, #KEYS / 2 do
+  local stream, alive = KEYS[2 * i - 1], KEYS[2 * i]
+  local id, entry, flags = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+  local result = 1
+  if id ~= '' then
+    local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id, 'e', entry)
+    if type(added) == 'table' and added.err then
+      result = added.err
+    elseif string.find(flags, 'f', 1, true) then
+      redis.call('PEXPIRE', stream, ARGV[2])
+      redis.call('DEL', alive)
+    elseif string.find(flags, 's', 1, true) then
+      redis.call('PEXPIRE', stream, ARGV[3])
+    end
+  end
+  if string.find(flags, 'a', 1, true) then
+    redis.call('SET', alive, '1', 'PX', ARGV[4])
+  end
+  out[i] = result
+end
+return out
+"""
 
 
 class RedisEventBus:
@@ -169,6 +204,7 @@ class _Flusher:
 
     def __init__(self, client: Redis, retention_ms: int) -> None:
         self._client = client
+        self._script = client.register_script(FLUSH)
         self._retention_ms = retention_ms
         self._mirrors: set[_Mirror] = set()
         self._news: set[_Mirror] = set()
@@ -243,51 +279,52 @@ class _Flusher:
     async def _send(self, news: set[_Mirror]) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        pipe = self._client.pipeline(transaction=False)
-        sent: list[tuple[_Mirror, int, int, bool]] = []  # mirror, its XADD's reply, end, final
+        due = now - ALIVE_SECONDS / 3
+        keys: list[str] = []
+        args: list[Any] = [
+            MAX_STREAM_ENTRIES,
+            self._retention_ms,
+            self._retention_ms + RUNNING_TTL_MS,
+            int(ALIVE_SECONDS * 1000),
+        ]
+        sent: list[tuple[_Mirror, int, bool]] = []  # mirror, its events sent up to, final
         for mirror in news:
-            turn_log, key = mirror.log, mirror.key
+            turn_log = mirror.log
             end = len(turn_log.events)
+            first = mirror.sent
+            entry_id = entry = flags = ""
             final = False
-            if end > mirror.sent:
-                first = mirror.sent
-                events = turn_log.events[first:end]
-                elapsed = turn_log.elapsed_ms[first:end]
-                wires = [wire_json(first + n, e, elapsed[n]) for n, e in enumerate(events)]
-                final = isinstance(events[-1], Terminal)
-                pipe.xadd(
-                    key,
-                    {"e": "[" + ",".join(wires) + "]"},
-                    id=f"0-{end}",
-                    maxlen=MAX_STREAM_ENTRIES,
-                    approximate=True,
-                )
-                sent.append((mirror, len(pipe) - 1, end, final))
-                if final:
-                    pipe.pexpire(key, self._retention_ms)
-                    pipe.delete(key + ":alive")
-                elif first == 0:  # a running turn's stream outlives it by the retention
-                    pipe.pexpire(key, self._retention_ms + RUNNING_TTL_MS)
-            if not final and mirror.alive_at <= now - ALIVE_SECONDS / 3:
-                pipe.set(key + ":alive", "1", px=int(ALIVE_SECONDS * 1000))
+            if end > first:
+                wires = turn_log.events.wire_jsons(first, end, turn_log.elapsed_ms[first:end])
+                entry_id, entry = f"0-{end}", "[" + ",".join(wires) + "]"
+                final = isinstance(turn_log.events[end - 1], Terminal)
+                flags = "f" if final else "s" if first == 0 else ""
+            if not final and mirror.alive_at <= due:
+                flags += "a"
                 mirror.alive_at = now
-        if not len(pipe):
-            return
-        try:
-            # One turn's refused entry must not fail the others: each is judged by its reply.
-            replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            replies = [exc] * len(pipe)
-        refused: BaseException | None = None
-        for mirror, at, end, final in sent:
-            reply = replies[at]
-            if isinstance(reply, Exception):
-                refused = reply
-                self._refused(mirror, now)
+            if not entry_id and not flags:
                 continue
-            mirror.sent, mirror.failing_since = end, None
-            if final and not mirror.done.done():
-                mirror.done.set_result(None)
+            keys += (mirror.key, mirror.key + ":alive")
+            args += (entry_id, entry, flags)
+            sent.append((mirror, end, final))
+        refused: BaseException | str | None = None
+        for at in range(0, len(sent), FLUSH_MIRRORS):
+            part = sent[at : at + FLUSH_MIRRORS]
+            try:
+                replies = await self._script(
+                    keys=keys[2 * at : 2 * (at + len(part))],
+                    args=args[:4] + args[4 + 3 * at : 4 + 3 * (at + len(part))],
+                )
+            except Exception as exc:
+                replies = [exc] * len(part)
+            for (mirror, end, final), reply in zip(part, replies, strict=True):
+                if reply != 1:
+                    refused = reply
+                    self._refused(mirror, now)
+                    continue
+                mirror.sent, mirror.failing_since = end, None
+                if final and not mirror.done.done():
+                    mirror.done.set_result(None)
         if refused is not None:
             log.warning("could not share the events of running turns yet: %s", refused)
             self._retry_at = loop.time() + RETRY_SECONDS
