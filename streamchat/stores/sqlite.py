@@ -301,12 +301,12 @@ class SqliteStore:
             history: list[Message] = [{"role": "system", "content": system_prompt}]
             history = history if system_prompt else []
             history.append({"role": "user", "content": user_message})
+            size = self._insert(db, key, 1, history, start=0, turns=[0] * (len(history) - 1) + [1])
             db.execute(
                 "INSERT INTO conversations (owner, id, title, created_at, updated_at, turns,"
-                " running_turn) VALUES (?, ?, ?, ?, ?, 1, 1)",
-                (*key, make_title(user_message), now, now),
+                " running_turn, bytes) VALUES (?, ?, ?, ?, ?, 1, 1, ?)",
+                (*key, make_title(user_message), now, now, size),
             )
-            self._insert(db, key, 1, history, start=0, turns=[0] * (len(history) - 1) + [1])
             return BegunTurn(1, history, frozenset())
         turn = row[0] + 1
         if regenerate:
@@ -319,12 +319,12 @@ class SqliteStore:
                 "UPDATE conversations SET title = ? WHERE owner = ? AND id = ?",
                 (make_title(user_message), *key),
             )
+        size = self._insert(db, key, turn, [{"role": "user", "content": user_message}])
         db.execute(
             "UPDATE conversations SET turns = ?, running_turn = ?, interrupted_turn = NULL,"
-            " updated_at = ? WHERE owner = ? AND id = ?",
-            (turn, turn, now, *key),
+            " updated_at = ?, bytes = bytes + ? WHERE owner = ? AND id = ?",
+            (turn, turn, now, size, *key),
         )
-        self._insert(db, key, turn, [{"role": "user", "content": user_message}])
         history = [
             json.loads(body)
             for (body,) in db.execute(
@@ -383,7 +383,7 @@ class SqliteStore:
         ).fetchone()
         if row is None or row[0] != turn:
             return  # deleted while the turn ran: nothing to add to
-        self._insert(db, key, turn, messages)
+        size = self._insert(db, key, turn, messages)
         if artifacts:
             start = db.execute(
                 "SELECT COALESCE(MAX(seq), -1) + 1 FROM artifacts"
@@ -398,12 +398,17 @@ class SqliteStore:
                     for n, (a, body) in enumerate(zip(artifacts, bodies, strict=True))
                 ],
             )
-            self._add_bytes(db, key, bodies)
+            size += _utf8_bytes(bodies)
         if outcome is not None:
             db.execute(
-                "UPDATE conversations SET running_turn = NULL, updated_at = ?"
+                "UPDATE conversations SET running_turn = NULL, updated_at = ?, bytes = bytes + ?"
                 " WHERE owner = ? AND id = ?",
-                (self._clock(), *key),
+                (self._clock(), size, *key),
+            )
+        elif size:
+            db.execute(
+                "UPDATE conversations SET bytes = bytes + ? WHERE owner = ? AND id = ?",
+                (size, *key),
             )
 
     def _insert(
@@ -415,11 +420,11 @@ class SqliteStore:
         *,
         start: int | None = None,
         turns: list[int] | None = None,
-    ) -> None:
+    ) -> int:
         """Append `messages` (of turn `turn`, or of `turns` one each) after the last one, or
-        from seq `start` when the caller knows it."""
+        from seq `start` when the caller knows it; their bytes, for the conversation's count."""
         if not messages:
-            return
+            return 0
         if start is None:
             start = db.execute(
                 "SELECT COALESCE(MAX(seq), -1) + 1 FROM messages"
@@ -435,14 +440,7 @@ class SqliteStore:
                 for n, (m, body) in enumerate(zip(messages, bodies, strict=True))
             ],
         )
-        self._add_bytes(db, key, bodies)
-
-    def _add_bytes(self, db: sqlite3.Connection, key: tuple[str, str], bodies: list[str]) -> None:
-        # What SQLite stores of a TEXT value is its UTF-8: LENGTH(CAST(body AS BLOB)) above.
-        size = sum(len(body.encode("utf-8", "surrogatepass")) for body in bodies)
-        db.execute(
-            "UPDATE conversations SET bytes = bytes + ? WHERE owner = ? AND id = ?", (size, *key)
-        )
+        return _utf8_bytes(bodies)
 
     def _stored_bytes(self, owner: str, conversation_id: str) -> int:
         row = self.db.execute(
@@ -472,6 +470,11 @@ class SqliteStore:
         for table in ("messages", "artifacts"):
             db.execute(f"DELETE FROM {table} WHERE owner = ? AND conversation_id = ?", key)
         return db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", key).rowcount > 0
+
+
+def _utf8_bytes(bodies: list[str]) -> int:
+    """What SQLite stores of these TEXT values: their UTF-8 (LENGTH(CAST(body AS BLOB)))."""
+    return sum(len(body.encode("utf-8", "surrogatepass")) for body in bodies)
 
 
 class _Checkpointer:
@@ -602,8 +605,9 @@ class _Worker:
                 return
 
     def _run_batch(self, batch: list[_Call]) -> None:
-        """Every call in one transaction, each in a savepoint of its own: a call that raises is
-        undone alone and gets its exception; a failed commit fails them all."""
+        """Every call in one transaction, each in a savepoint of its own (a call alone needs
+        none): a call that raises is undone alone and gets its exception; a failed commit fails
+        them all."""
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
@@ -612,6 +616,15 @@ class _Worker:
                 call.value = exc
             return
         try:
+            if len(batch) == 1:  # alone: undoing the transaction undoes the call
+                call = batch[0]
+                call.run()
+                if call.ok:
+                    db.execute("COMMIT")
+                else:
+                    with contextlib.suppress(sqlite3.Error):  # the call's own error is the one
+                        db.execute("ROLLBACK")
+                return
             for call in batch:
                 db.execute("SAVEPOINT call")
                 call.run()
