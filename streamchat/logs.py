@@ -191,3 +191,10 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(make_handler(settings.log_format))
     root.setLevel(settings.log_level.upper())
+    # Neither format shows where a line was logged from, or the thread, process or task: the
+    # records need not find out (the logging HOWTO's "Optimization"), a fifth of each line's cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12 on
