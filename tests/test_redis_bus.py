@@ -118,3 +118,44 @@ async def test_an_entry_redis_refuses_is_that_turns_alone_and_goes_later(
         found = await entries(bus, log)
         assert [w["chunkIndex"] for _, b in found for w in b] == list(range(11))
         assert all(entry_id == f"0-{b[-1]['chunkIndex'] + 1}" for entry_id, b in found)
+
+
+@pytest.mark.parametrize("after_the_loss", ["nothing", "the end", "more text and the end"])
+async def test_a_flush_whose_answer_was_lost_adds_no_event_twice(
+    bus: RedisEventBus, monkeypatch: pytest.MonkeyPatch, after_the_loss: str
+) -> None:
+    """The connection drops after Redis ran a flush, before its answer came: the next flush
+    finds what landed and sends only the rest (nothing, if it was all there)."""
+    monkeypatch.setattr(redis_bus, "RETRY_SECONDS", 0.1)
+    flusher = bus._flusher
+    script = flusher._script
+    lost: list[int] = []
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        reply = await script(**kwargs)
+        if not lost:
+            lost.append(len(kwargs["keys"]))
+            raise ConnectionError("the connection dropped before the answer")
+        return reply
+
+    monkeypatch.setattr(flusher, "_script", answer_lost)
+    log = turn_log("lost")
+    end = Completion("stop", "m", None, "lost", None, 1)
+    mirror = asyncio.create_task(bus.mirror(log))
+    log.append([TextChunk(f"t{n} ") for n in range(5)])
+    if after_the_loss == "nothing":
+        log.append([end])
+        log.close()
+    await asyncio.sleep(0.08)  # the first flush ran, and its answer was lost
+    assert lost
+    if after_the_loss == "more text and the end":
+        log.append([TextChunk(f"t{n} ") for n in range(5, 9)])
+    if after_the_loss != "nothing":
+        log.append([end])
+        log.close()
+    await asyncio.wait_for(mirror, 5)
+
+    found = await entries(bus, log)
+    indexes = [wire["chunkIndex"] for _, batch in found for wire in batch]
+    assert indexes == list(range(len(log.events)))
+    assert found[-1][1][-1]["type"] == "completion"

@@ -3,10 +3,11 @@
 Each turn's events go to one stream, `<prefix>turn:<owner>:<conversation>:<turn>`, one entry per
 flush (the events the turn's log gained since the last one) whose id is `0-<last chunkIndex + 1>`,
 so "the events after index k" is `XREAD ... 0-<k + 1>` and a resume needs no lookup. The process
-running turns sends the new events of all of them in one pipeline, at most every
+running turns sends the new events of all of them in one script call, at most every
 `FLUSH_SECONDS`, read straight from their logs: no task per turn, nothing done per token but
-marking the log as having news (what a failed write did not send goes with the next one). The
-same pipeline keeps each running turn's liveness key alive, and sets the stream to expire
+marking the log as having news (what a failed write did not send goes with the next one; after
+a flush whose answer never came, the next looks at what the stream holds first, so no event goes
+in twice). The same call keeps each running turn's liveness key alive, and sets the stream to expire
 `RESUME_RETENTION_SECONDS` after its terminal event. A reader on
 another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
 the process running the turn died, and the reader gets `error` with `code: interrupted`.
@@ -42,9 +43,9 @@ READING_SECONDS = 2.0
 MAX_STREAM_ENTRIES = 100_000
 # How long a running turn's stream is kept past the retention, should its process die.
 RUNNING_TTL_MS = 3_600_000
-# Every running turn's new events go to Redis together, in one pipeline at most this often: a
+# Every running turn's new events go to Redis together, in one script call at most this often: a
 # reader on another process sees a token at most this much later, and a paced model's token
-# costs a command in a shared pipeline rather than a round trip of its own.
+# costs a part of a shared call rather than a round trip of its own.
 FLUSH_SECONDS = 0.05
 # After a refused flush, the next one waits this long; a finished turn's events that are still
 # refused after GIVE_UP_SECONDS are given up (its readers elsewhere then get `interrupted`).
@@ -60,26 +61,41 @@ FLUSH = """
 -- KEYS: for each mirror, its stream and its liveness key
 -- ARGV: max entries, retention ms, running-turn ttl ms, liveness ms, then for each mirror:
 --   the entry's id ('' for none), its events' JSON, flags ('f' final, 's' first entry,
---   'a' liveness due)
--- Returns for each mirror 1 (its entry stored, or none to store) or the error Redis gave.
+--   'a' liveness due, 'u' unsure whether an earlier entry landed), its first event's index
+-- Returns for each mirror 1 (its entry stored, or none to store), 'have:<n>' (the stream
+-- already holds its events before index n: send from there), or the error Redis gave.
+-- Every command is a pcall: the script never stops half-way with some entries added.
 local out = {}
 for i = 1, #KEYS / 2 do
   local stream, alive = KEYS[2 * i - 1], KEYS[2 * i]
-  local id, entry, flags = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+  local id, entry, flags = ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
   local result = 1
-  if id ~= '' then
+  if id ~= '' and string.find(flags, 'u', 1, true) then
+    local top = redis.pcall('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if type(top) == 'table' and top[1] then
+      local have = tonumber(string.match(top[1][1], '^0%-(%d+)$'))
+      local want = tonumber(string.sub(id, 3))
+      if have and have >= want then
+        id = ''
+      elseif have and have > tonumber(ARGV[4 * i + 4]) then
+        result = 'have:' .. have
+      end
+    end
+  end
+  if result == 1 and id ~= '' then
     local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id, 'e', entry)
-    if type(added) == 'table' and added.err then
-      result = added.err
-    elseif string.find(flags, 'f', 1, true) then
-      redis.call('PEXPIRE', stream, ARGV[2])
-      redis.call('DEL', alive)
+    if type(added) == 'table' and added.err then result = added.err end
+  end
+  if result == 1 and entry ~= '' then
+    if string.find(flags, 'f', 1, true) then
+      redis.pcall('PEXPIRE', stream, ARGV[2])
+      redis.pcall('DEL', alive)
     elseif string.find(flags, 's', 1, true) then
-      redis.call('PEXPIRE', stream, ARGV[3])
+      redis.pcall('PEXPIRE', stream, ARGV[3])
     end
   end
   if string.find(flags, 'a', 1, true) then
-    redis.call('SET', alive, '1', 'PX', ARGV[4])
+    redis.pcall('SET', alive, '1', 'PX', ARGV[4])
   end
   out[i] = result
 end
@@ -178,13 +194,15 @@ class RedisEventBus:
 class _Mirror:
     """One running turn's log and how much of it is in its stream."""
 
-    __slots__ = ("alive_at", "done", "failing_since", "key", "log", "sent", "unwatch")
+    __slots__ = ("alive_at", "done", "failing_since", "key", "log", "sent", "unsure", "unwatch")
 
     def __init__(self, turn_log: TurnLog, key: str, done: asyncio.Future[None]) -> None:
         self.log, self.key, self.done = turn_log, key, done
         self.sent = 0  # the events before this index are in the stream
         self.alive_at = -ALIVE_SECONDS  # when the liveness key was last set
         self.failing_since: float | None = None  # its entries refused since then
+        # A flush failed without an answer: its entry may be in the stream, or not.
+        self.unsure = False
         self.unwatch: Callable[[], None] = _nothing
 
 
@@ -193,7 +211,7 @@ def _nothing() -> None:
 
 
 class _Flusher:
-    """Sends what every running turn's log gained, in one pipeline, at most every
+    """Sends what every running turn's log gained, in one script call, at most every
     `FLUSH_SECONDS`, and keeps their liveness keys alive.
 
     An append only marks its log as having news and arms the timer if it is not armed; a
@@ -299,13 +317,15 @@ class _Flusher:
                 entry_id, entry = f"0-{end}", "[" + ",".join(wires) + "]"
                 final = isinstance(turn_log.events[end - 1], Terminal)
                 flags = "f" if final else "s" if first == 0 else ""
+                if mirror.unsure:
+                    flags += "u"
             if not final and mirror.alive_at <= due:
                 flags += "a"
                 mirror.alive_at = now
             if not entry_id and not flags:
                 continue
             keys += (mirror.key, mirror.key + ":alive")
-            args += (entry_id, entry, flags)
+            args += (entry_id, entry, flags, first)
             sent.append((mirror, end, final))
         refused: BaseException | str | None = None
         for at in range(0, len(sent), FLUSH_MIRRORS):
@@ -313,16 +333,23 @@ class _Flusher:
             try:
                 replies = await self._script(
                     keys=keys[2 * at : 2 * (at + len(part))],
-                    args=args[:4] + args[4 + 3 * at : 4 + 3 * (at + len(part))],
+                    args=args[:4] + args[4 + 4 * at : 4 + 4 * (at + len(part))],
                 )
-            except Exception as exc:
+            except Exception as exc:  # no answer: each entry may have landed, or not
                 replies = [exc] * len(part)
+                for mirror, _, _ in part:
+                    mirror.unsure = True
             for (mirror, end, final), reply in zip(part, replies, strict=True):
+                have = _have(reply)
+                if have is not None:  # an earlier entry did land: the rest goes next time
+                    mirror.sent, mirror.unsure = have, False
+                    self._refused(mirror, now)
+                    continue
                 if reply != 1:
                     refused = reply
                     self._refused(mirror, now)
                     continue
-                mirror.sent, mirror.failing_since = end, None
+                mirror.sent, mirror.failing_since, mirror.unsure = end, None, False
                 if final and not mirror.done.done():
                     mirror.done.set_result(None)
         if refused is not None:
@@ -341,6 +368,14 @@ class _Flusher:
                 mirror.done.set_result(None)
         elif mirror in self._mirrors:
             self._news.add(mirror)
+
+
+def _have(reply: object) -> int | None:
+    """`have:<n>` from the flush script: the stream holds the events before index n."""
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    if isinstance(text, str) and text.startswith("have:") and text[5:].isdigit():
+        return int(text[5:])
+    return None
 
 
 # The flushes under way (a task is kept referenced until it is done).
