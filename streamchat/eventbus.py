@@ -42,8 +42,12 @@ class EventBus(Protocol):
     async def mirror(self, log: TurnLog) -> None:
         """Copy the log to the shared store as it grows, until it closes."""
 
-    async def remote(self, owner: str, conversation_id: str, turn: int) -> RemoteLog | None:
-        """The shared copy of a turn's log, while it runs or is retained."""
+    async def remote(
+        self, owner: str, conversation_id: str, turn: int, *, running: bool = False
+    ) -> RemoteLog | None:
+        """The shared copy of a turn's log, while it runs or is retained. `running`: the store
+        says the turn runs on a live process, which may not have shared its first events yet:
+        the copy is followed all the same (and ends `interrupted` if that process dies)."""
 
     async def request_stop(self, owner: str, conversation_id: str) -> None: ...
 

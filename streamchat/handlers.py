@@ -83,7 +83,7 @@ async def running_turn(
     if running is not None:
         return running.log, running
     if number and runner.bus is not None:
-        remote = await runner.bus.remote(owner, conversation_id, number)
+        remote = await runner.bus.remote(owner, conversation_id, number, running=True)
         if remote is not None:
             return remote, None
     return None
@@ -140,7 +140,13 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
     if log is not None:
         return await _serve_log(request, log, index, runner.running(owner, conversation_id))
     bus = runner.bus
-    remote = await bus.remote(owner, conversation_id, number) if bus is not None else None
+    # A turn the store says is running may not have shared its first events yet: follow it.
+    is_running = conversation.running_turn == number
+    remote = (
+        None
+        if bus is None
+        else await bus.remote(owner, conversation_id, number, running=is_running)
+    )
     if remote is not None:
         last, finished = await remote.tail()
         if not (finished and index >= last):
@@ -184,7 +190,7 @@ async def _stop_elsewhere(
     bus = app[RUNNER].bus
     if bus is None:
         return None
-    remote = await bus.remote(owner, conversation_id, number)
+    remote = await bus.remote(owner, conversation_id, number, running=True)
     if remote is None:
         return None
     await bus.request_stop(owner, conversation_id)

@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
+from streamchat.appkeys import RUNNER
 from streamchat.eventlog import TurnLog
 from streamchat.events import Completion, TextChunk
 from streamchat.stores import redis_bus
 from streamchat.stores.redis_bus import RedisEventBus
+from tests.conftest import MakeClient
+from tests.fake_upstream import FakeUpstream, paced, text_reply
 from tests.redis_server import RedisServer
+from tests.test_turns import Reader
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="the redis extra is not installed")
 
@@ -159,3 +163,44 @@ async def test_a_flush_whose_answer_was_lost_adds_no_event_twice(
     indexes = [wire["chunkIndex"] for _, batch in found for wire in batch]
     assert indexes == list(range(len(log.events)))
     assert found[-1][1][-1]["type"] == "completion"
+
+
+async def test_a_resume_elsewhere_before_the_turns_first_flush_waits_for_its_events(
+    make_client: MakeClient, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """A process with a busy loop may not have shared a running turn's first events (nor its
+    liveness key) when a client reconnects to another process: the conversation says the turn
+    runs, so the other process follows its stream from the client's id instead of a 204."""
+    one = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    other = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    flusher = one.app[RUNNER].bus._flusher
+    script = flusher._script
+    held = asyncio.Event()
+
+    async def busy_at_first(**kwargs: Any) -> Any:
+        if not held.is_set():  # the first flush waits, and every later one behind it
+            held.set()
+            await asyncio.sleep(0.8)
+        return await script(**kwargs)
+
+    flusher._script = busy_at_first
+    cid = f"late-{secrets.token_hex(4)}"
+    upstream.add(paced(text_reply(*[f"w{n} " for n in range(8)]), 0.1))
+    started = await one.post("/api/stream", json={"message": "hi", "conversationId": cid})
+    first = Reader(started)
+    seen = [await first.next() for _ in range(3)]
+    started.close()
+    assert await other.app[RUNNER].bus.remote("anonymous", cid, 1) is None  # nothing shared yet
+
+    resumed = await other.get(
+        f"/api/conversation/{cid}/stream", headers={"Last-Event-ID": first.ids[-1]}
+    )
+    assert resumed.status == 200
+    rest = await Reader(resumed).rest()
+
+    indexes = [e["chunkIndex"] for e in seen + rest]
+    assert indexes == list(range(len(indexes)))
+    assert rest[-1]["type"] == "completion"
+    assert "".join(e["content"] for e in seen + rest if e["type"] == "text") == "".join(
+        f"w{n} " for n in range(8)
+    )

@@ -173,10 +173,11 @@ class RedisEventBus:
         finally:
             self._flusher.remove(mirror)
 
-    async def remote(self, owner: str, conversation_id: str, turn: int) -> RedisRemoteLog | None:
+    async def remote(
+        self, owner: str, conversation_id: str, turn: int, *, running: bool = False
+    ) -> RedisRemoteLog | None:
         key = self.turn_key(owner, conversation_id, turn)
-        found = await self._call(self._client.exists(key, key + ":alive"))
-        if not found:
+        if not running and not await self._call(self._client.exists(key, key + ":alive")):
             return None
         return RedisRemoteLog(self._client, key, conversation_id, turn)
 
