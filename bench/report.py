@@ -775,7 +775,7 @@ def _redis_section(data: Report) -> list[str]:
             "",
             "The figures of scenarios 1-6 for the two stores side by side. A turn on Redis writes "
             "its events to a Redis Stream as it goes (the new events of every running turn in "
-            "one pipeline, at most every 50 ms) so that any process can resume it, and keeps a "
+            "one script call, at most every 50 ms) so that any process can resume it, and keeps a "
             "lease and a liveness key alive; on SQLite a turn writes its start, each tool round "
             "and its end.",
             "",
