@@ -7,12 +7,11 @@ running turns sends the new events of all of them in one script call, at most ev
 `FLUSH_SECONDS`, read straight from their logs: no task per turn, nothing done per token but
 marking the log as having news (what a failed write did not send goes with the next one; after
 a flush whose answer never came, the next looks at what the stream holds first, so no event goes
-in twice). The same call keeps each running turn's liveness key alive, and sets the stream to expire
-`RESUME_RETENTION_SECONDS` after its terminal event. A reader on
-another process blocks in `XREAD`; when the stream is quiet and the liveness key has expired,
-the process running the turn died, and the reader gets `error` with `code: interrupted`.
-Stop requests and approvals go out on one pub/sub channel that every process listens to with
-one connection.
+in twice). The same call keeps each running turn's liveness key alive, and sets the stream to
+expire `RESUME_RETENTION_SECONDS` after its terminal event. A reader on another process blocks
+in `XREAD`; when the stream is quiet and the liveness key has expired, the process running the
+turn died, and the reader gets `error` with `code: interrupted`. Stop requests and approvals go
+out on one pub/sub channel that every process listens to with one connection.
 """
 
 from __future__ import annotations
