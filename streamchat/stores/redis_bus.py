@@ -403,10 +403,16 @@ class RedisRemoteLog:
         cursor = f"0-{after + 1}"
         marked = 0.0
         while True:
+            reply: Any
             if time.monotonic() - marked > READING_SECONDS:
-                await self._client.set(self._key + ":reading", "1", px=int(READING_SECONDS * 3000))
+                # The mark goes with the read: one round trip, not two, before the first events.
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.set(self._key + ":reading", "1", px=int(READING_SECONDS * 3000))
+                    pipe.xread({self._key: cursor}, count=1000, block=1000)
+                    _, reply = await pipe.execute()
                 marked = time.monotonic()
-            reply: Any = await self._client.xread({self._key: cursor}, count=1000, block=1000)
+            else:
+                reply = await self._client.xread({self._key: cursor}, count=1000, block=1000)
             if not reply:
                 if not await self._client.exists(self._key + ":alive"):
                     yield after + 1, [ErrorEvent(INTERRUPTED, "interrupted")], [0.0]
