@@ -72,6 +72,31 @@ async def test_paced_turns_share_their_events_in_few_entries_each_event_once_in_
     assert 0 < await bus._client.pttl(key) <= 60_000
 
 
+async def test_a_flush_of_more_turns_than_one_call_takes_goes_in_several(
+    bus: RedisEventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call of the flush script carries at most FLUSH_MIRRORS turns: every turn's events
+    still reach its own stream, each once and in order."""
+    monkeypatch.setattr(redis_bus, "FLUSH_MIRRORS", 2)
+    logs = [turn_log(f"many{n}") for n in range(5)]
+    mirrors = [asyncio.create_task(bus.mirror(log)) for log in logs]
+    for step in range(12):
+        for n, log in enumerate(logs):
+            if step % (n + 1) == 0:  # turns of different lengths, so the calls differ
+                log.append([TextChunk(f"{log.conversation_id}:{step} ")])
+        await asyncio.sleep(0.01)
+    for log in logs:
+        log.append([Completion("stop", "m", None, log.conversation_id, None, 1)])
+        log.close()
+    await asyncio.wait_for(asyncio.gather(*mirrors), 5)
+
+    for log in logs:
+        found = [wire for _, batch in await entries(bus, log) for wire in batch]
+        assert [w["chunkIndex"] for w in found] == list(range(len(log.events)))
+        texts = [w["content"] for w in found if w["type"] == "text"]
+        assert texts and all(t.startswith(log.conversation_id + ":") for t in texts)
+
+
 async def test_a_quiet_running_turn_keeps_its_liveness_key(
     bus: RedisEventBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
