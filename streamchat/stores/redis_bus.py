@@ -298,14 +298,8 @@ class _Flusher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         due = now - ALIVE_SECONDS / 3
-        keys: list[str] = []
-        args: list[Any] = [
-            MAX_STREAM_ENTRIES,
-            self._retention_ms,
-            self._retention_ms + RUNNING_TTL_MS,
-            int(ALIVE_SECONDS * 1000),
-        ]
-        sent: list[tuple[_Mirror, int, bool]] = []  # mirror, its events sent up to, final
+        # mirror, its events sent up to, final, and its four arguments of the script
+        sent: list[tuple[_Mirror, int, bool, tuple[str, str, str, int]]] = []
         for mirror in news:
             turn_log = mirror.log
             end = len(turn_log.events)
@@ -322,24 +316,27 @@ class _Flusher:
             if not final and mirror.alive_at <= due:
                 flags += "a"
                 mirror.alive_at = now
-            if not entry_id and not flags:
-                continue
-            keys += (mirror.key, mirror.key + ":alive")
-            args += (entry_id, entry, flags, first)
-            sent.append((mirror, end, final))
+            if entry_id or flags:
+                sent.append((mirror, end, final, (entry_id, entry, flags, first)))
+        common = [
+            MAX_STREAM_ENTRIES,
+            self._retention_ms,
+            self._retention_ms + RUNNING_TTL_MS,
+            int(ALIVE_SECONDS * 1000),
+        ]
         refused: BaseException | str | None = None
         for at in range(0, len(sent), FLUSH_MIRRORS):
             part = sent[at : at + FLUSH_MIRRORS]
             try:
                 replies = await self._script(
-                    keys=keys[2 * at : 2 * (at + len(part))],
-                    args=args[:4] + args[4 + 4 * at : 4 + 4 * (at + len(part))],
+                    keys=[key for m, *_ in part for key in (m.key, m.key + ":alive")],
+                    args=common + [arg for *_, own in part for arg in own],
                 )
             except Exception as exc:  # no answer: each entry may have landed, or not
                 replies = [exc] * len(part)
-                for mirror, _, _ in part:
+                for mirror, *_ in part:
                     mirror.unsure = True
-            for (mirror, end, final), reply in zip(part, replies, strict=True):
+            for (mirror, end, final, _), reply in zip(part, replies, strict=True):
                 have = _have(reply)
                 if have is not None:  # an earlier entry did land: the rest goes next time
                     mirror.sent, mirror.unsure = have, False
