@@ -227,6 +227,12 @@ class TurnRunner:
             )
         finally:
             turn.paused -= 1
+            if not turn.paused and turn._grace is not None:
+                # No reader while a person decided: the grace counts from the decision, so a
+                # client that approved from elsewhere has all of it to come back.
+                turn._grace.cancel()
+                loop = asyncio.get_running_loop()
+                turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
 
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new turns; give running ones `grace_seconds`, then stop them."""
