@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +81,27 @@ def snapshot_streamchat() -> Path:
     )
     shutil.copy2(ROOT / "app.py", dest / "app.py")
     return dest
+
+
+def snapshot_commit(rev: str) -> tuple[Path, str]:
+    """streamchat's code at commit `rev` (its folder, its short hash), for a run to measure it
+    beside the working tree's: two versions in one run, under the same load and noise."""
+    git = ["git", "-C", str(ROOT)]
+    short = subprocess.run(
+        [*git, "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = OUT / f"baseline-{os.getpid()}"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        [*git, "archive", short, "streamchat", "app.py"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest, short
 
 
 def pinned(argv: list[str], core: str | None) -> list[str]:
@@ -573,6 +596,10 @@ def keys_settings(key: str) -> dict[str, str]:
     return {"AUTH": "keys", "API_KEYS": f"bench:{key}", **LIMITS}
 
 
+def baseline_name(commit: str) -> str:
+    return f"streamchat@{commit}"
+
+
 def streamchat_server(
     name: str, streamchat_dir: Path, env: dict[str, str], about: str = "", opt_in: bool = False
 ) -> Server:
@@ -615,6 +642,7 @@ def build_servers(
     no_redis: str | None = None,
     sink: OtlpSink | None = None,
     no_sink: str | None = None,
+    baseline: tuple[Path, str] | None = None,
 ) -> list[Server]:
     """streamchat, the floor, and the peers that bench/setup installed (or why they are missing).
 
@@ -622,7 +650,8 @@ def build_servers(
     left out, for the reason `no_redis`); `sink` the OTLP/HTTP sink `streamchat-otel` sends its
     spans to (None: left out, for the reason `no_sink`). `streamchat-memory`,
     `streamchat-nometrics`, `streamchat-otel`, `streamchat-keys` and `streamchat-prod` run only
-    when named in `wanted`.
+    when named in `wanted`. `baseline` (a folder of streamchat's code, its commit) adds
+    `streamchat@<commit>`: that commit with the default settings, measured beside `streamchat`.
     """
     servers: list[Server] = []
     # None of the caller's own streamchat settings (STORE_URL, RESUME_GRACE_SECONDS, ...).
@@ -727,6 +756,17 @@ def build_servers(
             if redis is None:
                 server.skipped = no_redis or "no Redis"
         servers.append(server)
+        if name == "streamchat" and baseline is not None:
+            folder, commit = baseline
+            servers.append(
+                streamchat_server(
+                    baseline_name(commit),
+                    folder,
+                    streamchat_env(upstream, folder),
+                    f"the default settings, at commit {commit} (`--baseline`): `streamchat` "
+                    "against an earlier version of itself, in one run",
+                )
+            )
     servers.append(
         Server(
             "floor",

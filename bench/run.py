@@ -82,6 +82,7 @@ from procs import (
     RedisServer,
     Server,
     Upstream,
+    baseline_name,
     build_servers,
     cpu_seconds,
     git_state,
@@ -89,6 +90,7 @@ from procs import (
     otel_missing,
     readme_nginx_config,
     redis_missing,
+    snapshot_commit,
     snapshot_streamchat,
     streamchat_server,
     versions,
@@ -174,6 +176,7 @@ class Run:
         self.restarts: dict[str, int] = {}
         self.code = "unknown"
         self.snapshot: Path | None = None
+        self.baseline: tuple[Path, str] | None = None  # --baseline: its code's folder, commit
         self.redis: RedisServer | None = None
         self.sink: OtlpSink | None = None
         self.tracing: dict[str, Any] = {}
@@ -194,6 +197,11 @@ class Run:
         self.code = git_state()
         self.snapshot = snapshot_streamchat()
         log(f"streamchat: {self.code}; running a copy in {self.snapshot.relative_to(BENCH)}")
+        if self.args.baseline:
+            self.baseline = snapshot_commit(self.args.baseline)
+            log(f"{baseline_name(self.baseline[1])}: commit {self.baseline[1]}, beside it")
+            if self.args.servers:
+                self.args.servers.append(baseline_name(self.baseline[1]))
         self.upstream.start()
         log(f"upstream on port {self.upstream.port} (pid {self.upstream.pid})")
         no_redis = await self.start_redis()
@@ -206,6 +214,7 @@ class Run:
             no_redis,
             self.sink,
             no_sink,
+            self.baseline,
         )
         for server in self.servers:
             if server.skipped:
@@ -324,6 +333,8 @@ class Run:
         self.upstream.stop()
         if self.snapshot is not None:
             shutil.rmtree(self.snapshot, ignore_errors=True)
+        if self.baseline is not None:
+            shutil.rmtree(self.baseline[0], ignore_errors=True)
 
     def wants(self, scenario: str) -> bool:
         return not self.args.scenarios or scenario in self.args.scenarios
@@ -812,6 +823,11 @@ def main() -> int:
         default=[],
         help="only these (throughput latency scale features abort resume roundtrips nginx "
         "protocols tools scale10k profile)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure streamchat at this commit (default settings), as streamchat@<commit>",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", help="where to write the report (default bench/RESULTS.md)")
