@@ -49,6 +49,10 @@ class ArtifactParser:
         self._open: ArtifactStarted | None = None
         self._parts: list[str] = []  # the open artifact's deltas, joined once at the end
 
+    def passes(self, text: str) -> bool:
+        """True when `text` is prose that holds nothing of a tag: `feed` would give it back."""
+        return self._state is _State.PROSE and not self._held and "<" not in text and bool(text)
+
     def feed(self, text: str) -> list[ParsedEvent]:
         if not self._held and "<" not in text:
             # Most tokens: nothing in them can start a tag, so nothing to parse.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 
@@ -47,7 +48,7 @@ class Usage:
 # --- what a provider yields ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextChunk:
     """A piece of the model's text; also the `text` event a client receives."""
 
@@ -290,13 +291,15 @@ def from_wire(wire: dict[str, Any]) -> Event:
     raise ValueError(f"not an event type: {kind!r}")
 
 
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
+# What json.dumps(text, ensure_ascii=False) gives for a string, without its Python frames (the
+# C function where the interpreter has it, as json.dumps itself uses).
+json_string = encode_basestring
 
 
 def text_json(index: int, text: str, elapsed: float) -> str:
     """A text event's `data:` JSON from its text, built directly: what json.dumps(to_wire(...))
     gives, compact."""
-    text = _json_string(text)
+    text = json_string(text)
     return (
         f'{{"type":"text","chunkIndex":{index},"elapsedMs":{elapsed!r},'
         f'"content":{text},"textDelta":{text}}}'

@@ -113,6 +113,10 @@ class FenceParser:
                 return fence.run  # the text ended with a newline
         return "\n" + fence.run
 
+    def passes(self, text: str) -> bool:
+        """Never: where a line starts matters, so every text goes through `feed`."""
+        return False
+
     def feed(self, text: str) -> list[ParsedEvent]:
         out = _Events()
         # `_held` is at most one short line start, so this concatenation stays cheap per token.

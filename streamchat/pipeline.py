@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 class TextParser(Protocol):
     def feed(self, text: str) -> list[ParsedEvent]: ...
 
+    def passes(self, text: str) -> bool:
+        """True when `text` is prose as it is: then it need not be fed (its event goes on)."""
+        ...
+
     def flush(self) -> list[ParsedEvent]: ...
 
 
@@ -67,6 +71,7 @@ async def run_tools(
     usage: Usage | None = None
     rounds = 0
     room = max_reply_bytes
+    add_text = turn.add_text
     while True:
         calls: list[ToolCall] = []
         finish = Finish(None)
@@ -76,17 +81,18 @@ async def run_tools(
                 async for batch in batches:
                     texts: list[Event] = []
                     for delta in batch:
-                        match delta:
-                            case TextChunk(text=text):
-                                room -= len(text) if text.isascii() else len(text.encode())
-                                if room < 0:
-                                    break
-                                turn.add_text(text)
-                                texts.append(delta)
-                            case ToolCall():
-                                calls.append(delta)
-                            case Finish():
-                                finish = delta
+                        # Type checks rather than `match`: this runs for every token.
+                        if type(delta) is TextChunk:
+                            text = delta.text
+                            room -= len(text) if text.isascii() else len(text.encode())
+                            if room < 0:
+                                break
+                            add_text(text)
+                            texts.append(delta)
+                        elif type(delta) is ToolCall:
+                            calls.append(delta)
+                        elif type(delta) is Finish:
+                            finish = delta
                     if room < 0:
                         yield [*texts, *_cut_to_fit(turn, delta, room)]
                         yield [_too_large(turn, max_reply_bytes)]
@@ -230,12 +236,16 @@ def convert_fences(batches: Stream[list[Event]], ids: ArtifactIds) -> Stream[lis
 
 async def _parse_text(batches: Stream[list[Event]], parser: TextParser) -> Stream[list[Event]]:
     """Feed text events to a sans-IO parser; held-back text is released before the end."""
+    passes = parser.passes
     async with aclosing(batches) as stream:
         async for batch in stream:
             out: list[Event] = []
             for event in batch:
-                if isinstance(event, TextChunk):
-                    out += parser.feed(event.text)
+                if type(event) is TextChunk:
+                    if passes(event.text):
+                        out.append(event)
+                    else:
+                        out += parser.feed(event.text)
                     continue
                 if isinstance(event, Terminal):
                     out += parser.flush()

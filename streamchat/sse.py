@@ -21,13 +21,18 @@ _EOL = re.compile(r"\r\n|\r|\n")
 
 def encode_frame(event_id: str, event_type: str, data: dict[str, Any]) -> bytes:
     """One whole SSE frame: `id:`, `event:`, and the event as one line of JSON."""
+    return frame_text(event_id, event_type, data).encode()
+
+
+def frame_text(event_id: str, event_type: str, data: dict[str, Any]) -> str:
+    """`encode_frame()`'s frame, before it is encoded to UTF-8."""
     # ensure_ascii=False keeps the frame small for non-Latin text; json.dumps escapes newlines,
     # so the data stays on one line as clients that split on "\n" expect.
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event_id}\nevent: {event_type}\ndata: {body}\n\n".encode()
+    return f"id: {event_id}\nevent: {event_type}\ndata: {body}\n\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     data: str
     event: str = "message"
@@ -82,13 +87,51 @@ class SSEDecoder:
         if not text:
             return []
         has_cr = "\r" in text  # a partial line never holds a CR: only the new text can
-        if not has_cr and "\n" not in text:
-            # The line goes on. Joining now would copy the whole line again on every read.
-            self._pieces.append(text)
-            self._partial_bytes += size
-            if self._partial_bytes > self._max:
-                raise SSETooLarge(f"a line longer than {self._max} bytes")
-            return []
+        if not has_cr:
+            if "\n" not in text:
+                # The line goes on. Joining now would copy the whole line again on every read.
+                self._pieces.append(text)
+                self._partial_bytes += size
+                if self._partial_bytes > self._max:
+                    raise SSETooLarge(f"a line longer than {self._max} bytes")
+                return []
+            if self._partial_bytes + self._data_bytes + size <= self._max:
+                if not (self._pieces or self._data or self._event):
+                    return self._feed_blocks(text, size)
+                # What the last read left open goes line by line up to its blank line; the
+                # rest starts outside any event.
+                end = text.find("\n\n") + 2
+                if end == 1 or end == len(text):
+                    return self._feed_lines(text, size, False)
+                out = self._feed_lines(text[:end], size, False)
+                out += self._feed_blocks(text[end:], size)
+                return out
+        return self._feed_lines(text, size, has_cr)
+
+    def _feed_blocks(self, text: str, size: int) -> list[SSEEvent | SSEComment]:
+        """A read that starts at a line's start, outside any event, with LF line ends only: how
+        nearly every upstream read looks. Each `data: ...` event whole in it is taken in one
+        step; anything else goes line by line."""
+        blocks = text.split("\n\n")
+        tail = blocks.pop()  # after the last blank line: more lines, or the start of one
+        out: list[SSEEvent | SSEComment] = []
+        event_id = self._id
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:
+                out.append(SSEEvent(block[6:], "message", event_id))
+                continue
+            for line in block.split("\n"):
+                out.extend(self._line(line))
+            out.extend(self._dispatch())
+            event_id = self._id
+        if "\n" in tail:
+            out += self._feed_lines(tail, size, False)
+        elif tail:
+            self._pieces.append(tail)
+            self._partial_bytes = _utf8_size(tail)
+        return out
+
+    def _feed_lines(self, text: str, size: int, has_cr: bool) -> list[SSEEvent | SSEComment]:
         # Only CR and LF end a line here; str.splitlines would also split on U+2028 and friends.
         lines = _EOL.split(text) if has_cr else text.split("\n")
         if self._pieces:

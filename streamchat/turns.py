@@ -336,6 +336,8 @@ class TurnRunner:
             async with deadline, aclosing(self.compose(state, turn.request.model)) as batches:
                 async for batch in batches:
                     for index, event in enumerate(batch):
+                        if type(event) is TextChunk:  # most events: nothing to do here
+                            continue
                         if isinstance(event, ArtifactCompleted):
                             state.artifacts.append(_artifact_record(event, state.number))
                         elif isinstance(event, Terminal):

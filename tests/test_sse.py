@@ -45,6 +45,59 @@ def test_decoder_gives_the_same_events_at_every_single_split_point() -> None:
         assert out == EXPECTED, cut
 
 
+# Line feeds only, as nearly every upstream sends: whole `data:` events go by the decoder's
+# block path, the rest (and what a read leaves open) line by line; both must agree everywhere.
+LF_STREAM = (
+    'data: {"a":1}\n\n'
+    ": keep-alive\n\n"
+    'data: {"b":"é 🚀"}\n\n'
+    "id: 9\ndata: with id\n\n"
+    "data: keeps the id\n\n"
+    "event: custom\ndata: x\n\n"
+    "data: two\ndata: lines\n\n"
+    "data:no space\n\n"
+    "data: \n\n"
+    "\n\n\n"
+    "data\n\n"
+    "id: 10\n\n"
+    "data: after a bare id\n\n"
+    "event: only a type\n\n"
+    "data: the type was dropped\n\n"
+    "data: [DONE]\n\n"
+).encode()
+
+LF_EXPECTED = [
+    SSEEvent('{"a":1}'),
+    SSEComment("keep-alive"),
+    SSEEvent('{"b":"é 🚀"}'),
+    SSEEvent("with id", "message", "9"),
+    SSEEvent("keeps the id", "message", "9"),
+    SSEEvent("x", "custom", "9"),
+    SSEEvent("two\nlines", "message", "9"),
+    SSEEvent("no space", "message", "9"),
+    SSEEvent("", "message", "9"),
+    SSEEvent("", "message", "9"),
+    SSEEvent("after a bare id", "message", "10"),
+    SSEEvent("the type was dropped", "message", "10"),
+    SSEEvent("[DONE]", "message", "10"),
+]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 16, 64, len(LF_STREAM)])
+def test_a_line_feed_stream_gives_the_same_events_at_every_chunk_size(size: int) -> None:
+    assert decode_in_chunks(LF_STREAM, size) == LF_EXPECTED
+
+
+def test_a_line_feed_stream_gives_the_same_events_at_every_pair_of_split_points() -> None:
+    for first in range(len(LF_STREAM)):
+        for second in range(first, len(LF_STREAM), 3):
+            decoder = SSEDecoder()
+            out = decoder.feed(LF_STREAM[:first])
+            out += decoder.feed(LF_STREAM[first:second])
+            out += decoder.feed(LF_STREAM[second:]) + decoder.flush()
+            assert out == LF_EXPECTED, (first, second)
+
+
 def test_unicode_line_separator_is_not_a_line_break() -> None:
     decoder = SSEDecoder()
 

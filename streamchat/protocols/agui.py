@@ -27,12 +27,12 @@ from streamchat.events import (
     ToolCompleted,
     ToolError,
     ToolExecuting,
+    json_string,
     to_wire,
 )
 from streamchat.protocols.stream import SSE_HEADERS
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _event(value: dict[str, Any]) -> bytes:
@@ -69,7 +69,7 @@ class AguiEncoder:
                         self._message_id = f"{self.run_id}-{self._messages}"
                         self._content = (
                             'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":'
-                            f'{_json_string(self._message_id)},"delta":'
+                            f'{json_string(self._message_id)},"delta":'
                         )
                         out.append(
                             _event(
@@ -81,7 +81,7 @@ class AguiEncoder:
                             )
                         )
                     # The hot path, one per token: the same bytes as _event(), without the dict.
-                    out.append(f"{self._content}{_json_string(text)}}}\n\n".encode())
+                    out.append(f"{self._content}{json_string(text)}}}\n\n".encode())
                 case ToolExecuting(tool_name=name, tool_id=tool_id, arguments=arguments):
                     parent = self._message_id
                     self._end_text(out)

@@ -28,13 +28,13 @@ from streamchat.events import (
     ToolCompleted,
     ToolError,
     ToolExecuting,
+    json_string,
 )
 from streamchat.protocols.stream import SSE_HEADERS
 
 HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE = b"data: [DONE]\n\n"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
 _FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter"}
 
 
@@ -72,7 +72,7 @@ class AiSdkEncoder:
                     out.append(part({"type": "text-start", "id": self._text_id}))
                     self._delta = f'data: {{"type":"text-delta","id":"{self._text_id}","delta":'
                 # The hot path, one per token: the same bytes as part(), without the dict.
-                out.append(f"{self._delta}{_json_string(event.text)}}}\n\n".encode())
+                out.append(f"{self._delta}{json_string(event.text)}}}\n\n".encode())
             else:
                 self._other(event, out)
         return b"".join(out)

@@ -27,13 +27,13 @@ from streamchat.events import (
     ToolError,
     ToolExecuting,
     Usage,
+    json_string,
     to_wire,
 )
 from streamchat.protocols.stream import SSE_HEADERS
 
 DONE = b"data: [DONE]\n\n"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"}
 # The HTTP status of a turn's error, when the whole answer is awaited before responding.
 ERROR_STATUS = {
@@ -119,7 +119,7 @@ class ChunkEncoder:
                 case TextChunk(text=text):
                     if text:
                         # The hot path, one per token: the same bytes as _chunk(), no dict.
-                        out.append(f"{self._content}{_json_string(text)}{_CONTENT_END}".encode())
+                        out.append(f"{self._content}{json_string(text)}{_CONTENT_END}".encode())
                 case ArtifactStarted():
                     out.append(
                         self._chunk(

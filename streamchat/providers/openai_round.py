@@ -105,16 +105,23 @@ class RoundAssembler:
             return self.feed(json_object(data))
         if chunk.error is not None:  # rare, and its message is built from the dict
             return self.feed(json_object(data))
-        self._note(chunk.model, chunk.id, chunk.usage)
-        if not chunk.choices:
+        # What `_note` and `_delta` do, inline for a chunk of plain text: this runs per token.
+        model, gen_id = chunk.model, chunk.id
+        if model != self.model or gen_id != self.id or chunk.usage is not None:
+            self._note(model, gen_id, chunk.usage)
+        choices = chunk.choices
+        if not choices:
             return None
-        choice = chunk.choices[0]
+        choice = choices[0]
         if choice.finish_reason:
             self._finish(choice.finish_reason)
         delta = choice.delta
         if delta is None:
             return None
-        return self._delta(delta.tool_calls, delta.content)
+        content = delta.content
+        if delta.tool_calls or self._high or type(content) is not str or not content.isascii():
+            return self._delta(delta.tool_calls, content)
+        return TextChunk(content) if content else None
 
     def feed(self, chunk: dict[str, Any]) -> TextChunk | None:
         """One decoded `data:` object; the text it adds, if any. Raises for an error object."""
@@ -305,9 +312,10 @@ def assemble(
     for event in events:
         if isinstance(event, SSEComment):
             continue  # `: OPENROUTER PROCESSING` and other keep-alives
-        if event.data.strip() == "[DONE]":
+        data = event.data
+        if not data.startswith("{") and data.strip() == "[DONE]":
             return True
-        text = assembler.feed_data(event.data)
+        text = assembler.feed_data(data)
         if text is not None:
             batch.append(text)
     return False
