@@ -183,25 +183,34 @@ async def _tool_round(tools: Tools, turn: Turn, calls: list[ToolCall]) -> Stream
     yield [
         ToolExecuting(call.name, call.id, call.arguments) for call in calls if call.id not in denied
     ]
+    results: list[str] = []
+    if len(calls) == 1 and not denied:  # the common round: nothing to run beside it
+        outcome = await _run_tool(tools, calls[0], context)
+        results.append(_result_text(outcome))
+        yield [outcome]
+        await turn.add_tool_round(calls, results)
+        return
     tasks = [
         asyncio.ensure_future(
             _denied(call) if call.id in denied else _run_tool(tools, call, context)
         )
         for call in calls
     ]
-    results: list[str] = []
     try:
         for task in tasks:
             outcome = await task
-            results.append(
-                outcome.result if isinstance(outcome, ToolCompleted) else f"Error: {outcome.error}"
-            )
+            results.append(_result_text(outcome))
             yield [outcome]
     finally:
         for task in tasks:
             task.cancel()
     # Only a complete round enters the history: never tool_calls without all their results.
     await turn.add_tool_round(calls, results)
+
+
+def _result_text(outcome: ToolCompleted | ToolError) -> str:
+    """What the model reads of a call's outcome."""
+    return outcome.result if isinstance(outcome, ToolCompleted) else f"Error: {outcome.error}"
 
 
 async def _denied(call: ToolCall) -> ToolError:

@@ -104,10 +104,11 @@ class ToolRegistry:
             raise ToolFailure(f"Unknown tool {name!r}. Available tools: {known}")
         kwargs = _parse_arguments(tool, arguments)
         try:
-            async with asyncio.timeout(self._timeout):
-                if tool.inline and not inspect.iscoroutinefunction(tool.function):
-                    result = tool.function(**kwargs)
-                else:
+            if tool.inline and not inspect.iscoroutinefunction(tool.function):
+                # Runs to its end on the loop: no timeout could cut it short.
+                result = tool.function(**kwargs)
+            else:
+                async with asyncio.timeout(self._timeout):
                     result = await _call(tool.function, kwargs)
         except ToolFailure:
             raise
