@@ -122,6 +122,13 @@ TURN_SPAN = "invoke_agent streamchat"  # one per turn (streamchat/tracing.py)
 # The batch span processor sends what it holds at least every 5 s (the SDK's default delay):
 # a sink that has heard nothing for longer has every span of the trials before.
 SPANS_SETTLE_S = 6.0
+# Before each trial, the other servers on the server's core must have gone quiet: a slow peer
+# can go on working through the requests its trial's clients abandoned for seconds after they
+# left, on the core the next server is measured on. Quiet: under this share of a core over a
+# window, waited for at most the limit (the report notes a trial that started without it).
+QUIET_SHARE = 0.05
+QUIET_WINDOW_S = 0.5
+QUIET_LIMIT_S = 20.0
 
 
 def log(message: str) -> None:
@@ -356,7 +363,6 @@ class Run:
                 result = await self.trial(server, scenario, trial)
                 table.setdefault(server.name, []).append(result)
                 log(f"  {scenario}/{key} rep {rep + 1} {server.name}: {brief(result)}")
-                await asyncio.sleep(0.5)
 
     def ensure_alive(self, server: Server, scenario: str) -> bool:
         """A server that died (or was killed from outside) is restarted, at most twice."""
@@ -398,12 +404,33 @@ class Run:
                 log(f"  {server.name}: {server.skipped}")
         await asyncio.sleep(1.0)
 
+    async def others_quiet(self, server: Server, scenario: str) -> None:
+        """Wait until the other servers use under `QUIET_SHARE` of a core (see there)."""
+        others = [s.pid for s in self.live() if s is not server and s.proc is not None]
+        started = time.monotonic()
+        while True:
+            before = sum(cpu_seconds(pid) for pid in others)
+            await asyncio.sleep(QUIET_WINDOW_S)
+            busy = (sum(cpu_seconds(pid) for pid in others) - before) / QUIET_WINDOW_S
+            waited = time.monotonic() - started
+            if busy < QUIET_SHARE:
+                if waited > 2 * QUIET_WINDOW_S:
+                    log(f"  waited {waited:.1f} s for the other servers to go quiet")
+                return
+            if waited > QUIET_LIMIT_S:
+                self.notes.append(
+                    f"A {scenario} trial of {server.name} started while the other servers "
+                    f"still used {busy:.0%} of a core, after waiting {QUIET_LIMIT_S:g} s."
+                )
+                return
+
     async def trial(
         self,
         server: Server,
         scenario: str,
         trial: Callable[[Server], Coroutine[Any, Any, dict[str, Any]]],
     ) -> dict[str, Any]:
+        await self.others_quiet(server, scenario)
         try:
             result = await trial(server)
         except Exception as exc:  # a peer that falls over must not stop the run
