@@ -37,6 +37,23 @@ def test_fast_frames_are_byte_for_byte_the_general_encoding(text: str) -> None:
         assert fast == general
 
 
+def test_a_batch_of_frames_is_byte_for_byte_the_general_encoding() -> None:
+    texts = ["Hello", 'quote " and \\ backslash', "line\nbreak\r\ttab", "é 🚀 日本 \u2028 \x00", ""]
+    batch: list[Event] = [TextChunk(t) for t in texts]
+    batch.insert(2, ArtifactContent("a-1", "body"))
+    shared = 250.4
+    # One append's events share one elapsed float; a read across appends has several.
+    elapsed = [shared, shared, shared, 0.1 + 0.2, 1e16, 7.0]
+
+    write = native.encode(3, 7, batch, elapsed)
+
+    general = b"".join(
+        encode_frame(f"3:{7 + n}", event_type(event), to_wire(event, 7 + n, elapsed[n]))
+        for n, event in enumerate(batch)
+    )
+    assert write == general
+
+
 def test_a_batch_becomes_one_write_numbered_from_its_first_index() -> None:
     batch: list[Event] = [TextChunk("a"), TextChunk("b"), Completion("stop", "m", "g", "c", turn=2)]
 
