@@ -164,8 +164,7 @@ class TurnRunner:
         if self.grace_seconds <= 0:
             self._stop(turn, "abandoned")
         else:
-            loop = asyncio.get_running_loop()
-            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+            self._arm_grace(turn)
 
     async def stop(
         self, owner: str, conversation_id: str, reason: StopReason = "cancelled"
@@ -230,9 +229,7 @@ class TurnRunner:
             if not turn.paused and turn._grace is not None:
                 # No reader while a person decided: the grace counts from the decision, so a
                 # client that approved from elsewhere has all of it to come back.
-                turn._grace.cancel()
-                loop = asyncio.get_running_loop()
-                turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+                self._arm_grace(turn)
 
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new turns; give running ones `grace_seconds`, then stop them."""
@@ -416,11 +413,18 @@ class TurnRunner:
 
     # --- stopping ---------------------------------------------------------------------------
 
+    def _arm_grace(self, turn: RunningTurn) -> None:
+        """Stop the turn `grace_seconds` from now unless a reader comes (the timer it had, if
+        any, is replaced)."""
+        if turn._grace is not None:
+            turn._grace.cancel()
+        loop = asyncio.get_running_loop()
+        turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+
     def _abandon(self, turn: RunningTurn) -> None:
         turn._grace = None
         if turn.readers == 0 and turn.paused:  # waiting for a person: the approval timeout rules
-            loop = asyncio.get_running_loop()
-            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+            self._arm_grace(turn)
         elif turn.readers == 0 and self.bus is not None:
             self._keep(self._abandon_unless_read_elsewhere(turn))
         elif turn.readers == 0:
@@ -443,8 +447,7 @@ class TurnRunner:
         if turn.readers > 0 or turn.log.finished:
             return
         if elsewhere:  # a reader on another process: look again after another grace
-            loop = asyncio.get_running_loop()
-            turn._grace = loop.call_later(self.grace_seconds, self._abandon, turn)
+            self._arm_grace(turn)
         else:
             self._stop(turn, "abandoned")
 
