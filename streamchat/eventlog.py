@@ -60,12 +60,26 @@ class TurnLog:
         # the index it should read on from when its push declines or the log closes.
         self._pushers: list[tuple[Push, asyncio.Future[int]]] = []
         self._watchers: list[Callable[[], None]] = []
+        self._held: list[Event] | None = None
 
     def start_clock(self) -> None:
         """`elapsedMs` counts from here: when the turn begins, not when it was queued."""
         self._started = time.perf_counter()
 
-    def append(self, batch: list[Event]) -> None:
+    def append(self, batch: list[Event], hold: bool = False) -> None:
+        """Add a batch, delivered to the readers at once; with `hold`, at the next append or
+        the loop's next turn, whichever comes first (so a round's `tool_executing` and the
+        result of a call that never waits leave in one write)."""
+        if hold:
+            if self._held is None:
+                self._held = list(batch)
+                asyncio.get_running_loop().call_soon(self._release)
+            else:
+                self._held += batch
+            return
+        if self._held is not None:
+            batch = self._held + batch
+            self._held = None
         elapsed = round((time.perf_counter() - self._started) * 1000, 1)
         first = len(self.events)
         times = [elapsed] * len(batch)
@@ -77,7 +91,13 @@ class TurnLog:
             watcher()
         self._wake()
 
+    def _release(self) -> None:
+        if self._held is not None and not self.finished:
+            self.append([])
+
     def close(self) -> None:
+        if self._held is not None:
+            self.append([])
         self.finished = True
         self.finished_at = time.monotonic()
         for watcher in self._watchers:

@@ -33,6 +33,7 @@ from streamchat.events import (
     Terminal,
     TextChunk,
     ToolCall,
+    ToolExecuting,
     Usage,
 )
 from streamchat.ids import counted_hex
@@ -342,7 +343,9 @@ class TurnRunner:
                             if index:
                                 append(batch[:index])
                             return event
-                    append(batch)
+                    # A round's `tool_executing` waits for the loop's next turn: the result of a
+                    # call that never waits goes out in the same write.
+                    append(batch, bool(batch) and type(batch[0]) is ToolExecuting)
         except asyncio.CancelledError:
             if turn.stop_reason is None:
                 raise

@@ -11,7 +11,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamchat.eventlog import RetainedLogs, TurnLog
-from streamchat.events import Completion, Event, TextChunk, ToolExecuting, wire_json
+from streamchat.events import (
+    Completion,
+    Event,
+    TextChunk,
+    ToolCompleted,
+    ToolExecuting,
+    wire_json,
+)
 from streamchat.sse_writer import SSEWriter
 from tests.conftest import parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
@@ -209,3 +216,60 @@ def test_wire_json_of_a_stretch_of_the_log_is_each_events_own() -> None:
     assert log.events.wire_jsons(1, 4, elapsed) == [
         wire_json(1 + n, event, elapsed[n]) for n, event in enumerate(events[1:4])
     ]
+
+
+def recording() -> tuple[list[tuple[int, list[str]]], Any]:
+    pushed: list[tuple[int, list[str]]] = []
+
+    def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
+        pushed.append((first, [type(e).__name__ for e in events]))
+        return True
+
+    return pushed, push
+
+
+async def test_a_held_batch_goes_out_with_the_next_append_in_one_push() -> None:
+    log = TurnLog("me", "c")
+    pushed, push = recording()
+    reading = asyncio.create_task(alist(log.follow(-1, push)))
+    await asyncio.sleep(0)
+
+    log.append([ToolExecuting("add", "t1", "{}")], hold=True)
+    assert pushed == [] and len(log.events) == 0  # not yet visible to anyone
+    log.append([ToolCompleted("add", "t1", "{}", "42", 0.1)])
+    await asyncio.sleep(0)  # the held batch's own release finds nothing left to do
+    log.close()
+    await reading
+
+    assert pushed == [(0, ["ToolExecuting", "ToolCompleted"])]
+    assert [type(e).__name__ for e in log.events] == ["ToolExecuting", "ToolCompleted"]
+
+
+async def test_a_held_batch_goes_out_on_the_loops_next_turn_when_nothing_follows() -> None:
+    # A tool that waits (I/O, a thread) must not keep its `tool_executing` from the readers.
+    log = TurnLog("me", "c")
+    pushed, push = recording()
+    reading = asyncio.create_task(alist(log.follow(-1, push)))
+    await asyncio.sleep(0)
+
+    log.append([ToolExecuting("search", "t1", "{}")], hold=True)
+    await asyncio.sleep(0)
+    assert pushed == [(0, ["ToolExecuting"])]
+    log.append([ToolCompleted("search", "t1", "{}", "found", 5.0)])
+    log.close()
+    await reading
+    assert pushed == [(0, ["ToolExecuting"]), (1, ["ToolCompleted"])]
+
+
+async def test_closing_a_log_delivers_what_it_held_first() -> None:
+    log = TurnLog("me", "c")
+    log.append([ToolExecuting("add", "t1", "{}")], hold=True)
+    log.close()
+    await asyncio.sleep(0)
+
+    assert [first async for first, _, _ in log.follow(-1)] == [0]
+    assert len(log.events) == 1
+
+
+async def alist(items: Any) -> list[Any]:
+    return [item async for item in items]

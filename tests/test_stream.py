@@ -9,7 +9,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from streamchat.settings import DEFAULT_SYSTEM_PROMPT
-from tests.conftest import MakeClient, stream
+from streamchat.tools.registry import ToolRegistry
+from streamchat.toolsets.base import CombinedToolset
+from streamchat.toolsets.functions import FunctionToolset
+from streamchat.web import create_app
+from tests.conftest import AiohttpClient, MakeClient, make_settings, stream
 from tests.fake_upstream import FakeUpstream, Sleep, paced, text_reply, tool_reply
 
 Client = TestClient[Any, Any]
@@ -427,3 +431,33 @@ async def test_fences_stay_text_when_artifact_fences_is_off(
 
     assert reply.types == ["text", "completion"]
     assert reply.text == "```python\nprint('hi')\n```"
+
+
+async def test_a_tool_that_waits_has_its_tool_executing_sent_while_it_runs(
+    aiohttp_client: AiohttpClient, upstream: FakeUpstream
+) -> None:
+    # `tool_executing` leaves with the result of a call that never waits, in one write; a call
+    # that waits must not hold it back until it ends.
+    release = asyncio.Event()
+    registry = ToolRegistry(timeout_seconds=10)
+
+    async def lookup(name: str) -> str:
+        """Looks a name up somewhere slow."""
+        await release.wait()
+        return f"{name}: found"
+
+    registry.register(lookup)
+    tools = CombinedToolset([FunctionToolset(registry)])
+    settings = make_settings(openrouter_base_url=upstream.base_url)
+    client = await aiohttp_client(create_app(settings, tools=tools))
+    upstream.add(tool_reply(("call_1", "lookup", {"name": "ada"})), text_reply("done"))
+
+    response = await client.post("/api/stream", json={"message": "look up ada"})
+    seen = b""
+    while b"event: tool_executing" not in seen:
+        seen += await asyncio.wait_for(response.content.readany(), 5)
+    assert b"tool_completed" not in seen  # the tool is still waiting
+    release.set()
+    seen += await response.content.read()
+    assert seen.index(b"event: tool_completed") > seen.index(b"event: tool_executing")
+    assert b'"result":"ada: found"' in seen
