@@ -7,13 +7,14 @@ import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from streamchat.settings import DEFAULT_SYSTEM_PROMPT
 from streamchat.tools.registry import ToolRegistry
 from streamchat.toolsets.base import CombinedToolset
 from streamchat.toolsets.functions import FunctionToolset
 from streamchat.web import create_app
-from tests.conftest import AiohttpClient, MakeClient, make_settings, stream
+from tests.conftest import MakeClient, make_settings, stream
 from tests.fake_upstream import FakeUpstream, Sleep, paced, text_reply, tool_reply
 
 Client = TestClient[Any, Any]
