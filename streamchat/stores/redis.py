@@ -48,6 +48,7 @@ from streamchat.stores.base import (
     parse_cursor,
 )
 from streamchat.stores.redis_bus import RedisEventBus
+from streamchat.stores.redis_wire import pack_in_one_string
 
 log = logging.getLogger(__name__)
 
@@ -217,22 +218,20 @@ class RedisStore:
             )
         except ValueError as exc:
             raise StoreError(f"STORE_URL is not a Redis URL redis-py understands: {exc}") from None
-        self._client = redis.asyncio.Redis.from_pool(pool)
+        self._client = redis.asyncio.Redis.from_pool(pack_in_one_string(pool))
         # Readers on other processes block in XREAD for a second at a time, one connection
         # each: the bus has its own pool, unbounded, so they never starve the store's calls.
-        self._bus = RedisEventBus(
-            redis.asyncio.Redis.from_url(
-                url,
-                # redis-py caps a pool at 100 connections unless told otherwise; every reader
-                # of a turn run elsewhere holds one while it blocks in XREAD.
-                max_connections=100_000,
-                socket_connect_timeout=timeout_seconds,
-                socket_timeout=timeout_seconds + 5.0,
-                retry=Retry(NoBackoff(), 0),
-            ),
-            retention_seconds,
-            prefix=f"{prefix}bus:",
+        bus = redis.asyncio.Redis.from_url(
+            url,
+            # redis-py caps a pool at 100 connections unless told otherwise; every reader
+            # of a turn run elsewhere holds one while it blocks in XREAD.
+            max_connections=100_000,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds + 5.0,
+            retry=Retry(NoBackoff(), 0),
         )
+        pack_in_one_string(bus.connection_pool)
+        self._bus = RedisEventBus(bus, retention_seconds, prefix=f"{prefix}bus:")
         self._begin = self._client.register_script(BEGIN)
         self._write = self._client.register_script(WRITE)
         self._renew_script = self._client.register_script(RENEW)

@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from streamchat.limits import DAY, MINUTE, Quotas, Spent
 from streamchat.stores.base import StoreError
 from streamchat.stores.redis import describe, reachable
+from streamchat.stores.redis_wire import pack_in_one_string
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class RedisCounters:
                 retry=Retry(NoBackoff(), 0),  # a retried INCR could count twice
                 decode_responses=True,
             )
-            self._client = redis.asyncio.Redis.from_pool(pool)
+            self._client = redis.asyncio.Redis.from_pool(pack_in_one_string(pool))
         except ValueError as exc:
             raise StoreError(f"STORE_URL is not a Redis URL redis-py understands: {exc}") from None
         self._admit = self._client.register_script(ADMIT)
