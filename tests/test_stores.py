@@ -492,8 +492,9 @@ async def test_redis_the_lease_makes_a_second_holder_wait_until_the_first_releas
 
     async def second_turn() -> None:
         async with other.lock("me", "c"):
-            order.append("second holds")
+            # The lease is taken with the turn's begin, which waits for it.
             begun = await other.begin_turn("me", "c", "", "two")
+            order.append("second holds")
             await Turn(other, "me", "c", begun).end("completed")
 
     async with one.lock("me", "c"):
@@ -555,15 +556,14 @@ async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     renewal = dead._leases[("me", "c")].renewal  # type: ignore[attr-defined]
     renewal.cancel()
 
+    seen = await alive.load("me", "c")
+    assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
     started = asyncio.get_running_loop().time()
     async with alive.lock("me", "c"):
+        begun = await alive.begin_turn("me", "c", "", "again")  # waits for the lease
         waited = asyncio.get_running_loop().time() - started
-        seen = await alive.load("me", "c")
-        assert seen is not None
-        assert (seen.running_turn, seen.interrupted_turn) == (None, 1)  # read-side, no write
         with pytest.raises(LeaseLost):
             await dead.append("me", "c", 1, [{"role": "assistant", "content": "late"}])
-        begun = await alive.begin_turn("me", "c", "", "again")
         with pytest.raises(LeaseLost):
             await dead_turn.end("completed")
         await Turn(alive, "me", "c", begun).end("completed")
@@ -575,6 +575,48 @@ async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     assert (stored.turns, stored.running_turn, stored.interrupted_turn) == (2, None, 1)
     assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "user"]
     assert all(m.get("content") != "late" for m in stored.messages)
+
+
+async def test_redis_a_turn_is_two_commands_its_begin_taking_the_lease_and_its_end_releasing_it(
+    redis_server: RedisServer,
+) -> None:
+    store = redis_store(redis_server)
+    await store.open()
+    client = store._client  # type: ignore[attr-defined]
+    sent: list[str] = []
+    execute = client.execute_command
+
+    async def recorded(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await execute(*args, **options)
+
+    client.execute_command = recorded
+    try:
+        await run_turn(store, "warm", "hi")  # the scripts loaded
+        sent.clear()
+        await run_turn(store, "c", "one")
+        await run_turn(store, "c", "two")
+    finally:
+        await store.close()
+
+    assert sent == ["EVALSHA"] * 4  # begin and end, twice: no SET of its own, no release
+
+
+async def test_redis_a_dead_holders_turn_reads_as_interrupted_once_its_lease_is_gone(
+    two_stores: tuple[Store, Store],
+) -> None:
+    dead, alive = two_stores
+    holding = dead.lock("me", "c")
+    await holding.__aenter__()
+    await dead.begin_turn("me", "c", "", "never finished")
+    dead._leases[("me", "c")].renewal.cancel()  # type: ignore[attr-defined]
+
+    seen = await alive.load("me", "c")
+    assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
+    await asyncio.sleep(0.6)  # the lease (0.3 s) runs out; nobody has written since
+    seen = await alive.load("me", "c")
+    assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (None, 1)
+    await holding.__aexit__(None, None, None)
 
 
 async def test_redis_a_holder_whose_lease_was_taken_finds_out_at_renewal(
@@ -634,7 +676,7 @@ async def test_redis_unreachable_is_store_unavailable_until_it_comes_back(
             await store.delete("me", "c")
         with pytest.raises(StoreUnavailable):
             async with store.lock("me", "c"):
-                pass
+                await store.begin_turn("me", "c", "", "while away")
 
         server.start()  # the same port, empty (no persistence): the pool reconnects
         await store.ping()

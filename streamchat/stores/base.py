@@ -107,7 +107,9 @@ class Store(Protocol):
         """Raise `StoreUnavailable` when the store cannot be reached."""
 
     def lock(self, owner: str, conversation_id: str) -> AbstractAsyncContextManager[None]:
-        """Held for the whole of a turn: a conversation's turns run one at a time."""
+        """Held for the whole of a turn: a conversation's turns run one at a time. A store
+        shared by several processes may take the conversation in `begin_turn`, the first call
+        of a turn under the lock (Redis: in the same round trip)."""
         ...
 
     async def load(self, owner: str, conversation_id: str) -> StoredConversation | None: ...
