@@ -530,7 +530,7 @@ async def test_redis_the_end_of_a_turn_releases_its_lease_in_the_same_script(
         held = await watch.exists(lease_key)
         await Turn(one, "me", "c", begun).end("completed")
         after_end = await watch.exists(lease_key)
-        renewal = one._leases[("me", "c")].renewal  # type: ignore[attr-defined]
+        kept = set(one._kept)  # type: ignore[attr-defined]
     async with other.lock("me", "c"):  # at once: nothing holds it
         # This turn's end is never stored: its lease is released at the lock's exit.
         await other.begin_turn("me", "c", "", "again")
@@ -538,7 +538,7 @@ async def test_redis_the_end_of_a_turn_releases_its_lease_in_the_same_script(
     await watch.aclose()
 
     assert (held, after_end, after_exit) == (1, 0, 0)
-    assert renewal.cancelled() or renewal.done()
+    assert len(kept) == 1 and not one._kept  # type: ignore[attr-defined]
     stored = await one.load("me", "c")
     assert stored is not None and stored.turns == 2
 
@@ -553,8 +553,7 @@ async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     dead_turn = Turn(dead, "me", "c", begun)
     await dead_turn.add_tool_round([ToolCall("t1", "add", "{}")], ["1"])
     # The process dies: nothing renews its lease any more.
-    renewal = dead._leases[("me", "c")].renewal  # type: ignore[attr-defined]
-    renewal.cancel()
+    dead._kept.clear()  # type: ignore[attr-defined]
 
     seen = await alive.load("me", "c")
     assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
@@ -602,6 +601,30 @@ async def test_redis_a_turn_is_two_commands_its_begin_taking_the_lease_and_its_e
     assert sent == ["EVALSHA"] * 4  # begin and end, twice: no SET of its own, no release
 
 
+async def test_redis_one_task_keeps_the_leases_of_every_running_turn(
+    two_stores: tuple[Store, Store],
+) -> None:
+    one, other = two_stores
+    holds = [one.lock("me", f"c{n}") for n in range(3)]
+    turns = []
+    for n, hold in enumerate(holds):
+        await hold.__aenter__()
+        turns.append(Turn(one, "me", f"c{n}", await one.begin_turn("me", f"c{n}", "", "hi")))
+        await asyncio.sleep(0.05)  # taken at different times
+    await asyncio.sleep(1.0)  # more than three leases (0.3 s each)
+    renewers = {t for t in one._tasks if "_renew" in repr(t.get_coro())}  # type: ignore[attr-defined]
+
+    for turn, hold in zip(turns, holds, strict=True):
+        await turn.end("completed")  # refused if its lease had run out
+        await hold.__aexit__(None, None, None)
+    async with other.lock("me", "c0"):
+        await other.begin_turn("me", "c0", "", "at once")
+
+    assert len(renewers) == 1
+    await asyncio.sleep(0.2)
+    assert not one._kept and all(t.done() for t in renewers)  # type: ignore[attr-defined]
+
+
 async def test_redis_a_dead_holders_turn_reads_as_interrupted_once_its_lease_is_gone(
     two_stores: tuple[Store, Store],
 ) -> None:
@@ -609,7 +632,7 @@ async def test_redis_a_dead_holders_turn_reads_as_interrupted_once_its_lease_is_
     holding = dead.lock("me", "c")
     await holding.__aenter__()
     await dead.begin_turn("me", "c", "", "never finished")
-    dead._leases[("me", "c")].renewal.cancel()  # type: ignore[attr-defined]
+    dead._kept.clear()  # type: ignore[attr-defined]  # nothing renews its lease any more
 
     seen = await alive.load("me", "c")
     assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
@@ -632,7 +655,7 @@ async def test_redis_a_holder_whose_lease_was_taken_finds_out_at_renewal(
         other = redis.asyncio.Redis.from_url(redis_server.url)
         await other.set(lease_key, "another process", px=5000)
         await other.aclose()
-        await asyncio.sleep(0.3)  # a renewal (every 0.1 s) finds the other token
+        await asyncio.sleep(0.3)  # a renewal (due every 0.1 s) finds the other token
 
         assert holder._leases[("me", "c")].lost  # type: ignore[attr-defined]
         with pytest.raises(LeaseLost):

@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -181,14 +181,16 @@ class _Keys:
         return [self.meta, self.messages, self.artifacts, self.recent, self.lease]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Lease:
     token: str
     held: bool = False  # taken in Redis by this turn's begin (or the wait for it)
     tried: bool = False  # a command that takes it was sent: it may be held even if unanswered
     lost: bool = False
     released: bool = False  # by the end of its turn, in the same script
-    renewal: asyncio.Task[None] | None = field(default=None, repr=False)
+    key: str = ""
+    conversation_id: str = ""
+    renewed_at: float = 0.0  # the loop's time when it was taken or last renewed
 
 
 class RedisStore:
@@ -249,6 +251,8 @@ class RedisStore:
         self._answered = -1e9  # when Redis last answered a ping
         self._leases: dict[tuple[str, str], _Lease] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._kept: set[_Lease] = set()  # the leases held here, renewed by one task
+        self._renewer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         # Turns that were running belong to processes that may still be alive: nothing to mark
@@ -461,8 +465,7 @@ class RedisStore:
                 yield
             finally:
                 del self._leases[(owner, conversation_id)]
-                if lease.renewal is not None:
-                    lease.renewal.cancel()
+                self._kept.discard(lease)
                 if lease.tried and not lease.lost and not lease.released:
                     # Released even when the turn is being cancelled; if Redis is away, the
                     # lease expires by itself.
@@ -470,7 +473,11 @@ class RedisStore:
                     await asyncio.shield(self._release(key, lease.token))
 
     def _keep_alive(self, key: str, conversation_id: str, lease: _Lease) -> None:
-        lease.renewal = self._spawn(self._renew(key, conversation_id, lease))
+        lease.key, lease.conversation_id = key, conversation_id
+        lease.renewed_at = asyncio.get_running_loop().time()
+        self._kept.add(lease)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = self._spawn(self._renew())
 
     async def _acquire(self, key: str, token: str) -> None:
         """Wait until the conversation's lease is free, and take it."""
@@ -499,29 +506,48 @@ class RedisStore:
             await asyncio.sleep(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)])
             attempt += 1
 
-    async def _renew(self, key: str, conversation_id: str, lease: _Lease) -> None:
-        interval = self._lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                renewed = await self._renew_script(keys=[key], args=[lease.token, self._lease_ms])
-            except (redis.exceptions.RedisError, OSError) as exc:
-                # Tried again at the next interval; if the lease expires meanwhile, the next
-                # renewal finds it gone, and the writes were refused by then anyway.
-                log.warning(
-                    "could not renew the lease of conversation %s: %s", conversation_id, exc
-                )
+    async def _renew(self) -> None:
+        """Renew every lease held here a third of the lease after its last renewal (or
+        sooner), in one round trip; end when none is left."""
+        loop = asyncio.get_running_loop()
+        every = self._lease_ms / 1000 / 3
+        while self._kept:
+            await asyncio.sleep(every / 2)
+            now = loop.time()
+            due = [lease for lease in self._kept if now - lease.renewed_at >= every]
+            if not due:
                 continue
-            if lease.released:
-                return
-            if not renewed:
-                lease.lost = True
-                log.warning(
-                    "the lease of conversation %s expired while its turn ran: its writes are "
-                    "refused from now on",
-                    conversation_id,
-                )
-                return
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for lease in due:
+                        await self._renew_script(
+                            keys=[lease.key], args=[lease.token, self._lease_ms], client=pipe
+                        )
+                    renewed = await pipe.execute(raise_on_error=False)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # Tried again at the next tick; if a lease expires meanwhile, the next renewal
+                # finds it gone, and its turn's writes were refused by then anyway.
+                log.warning("could not renew the leases of %d turn(s): %s", len(due), exc)
+                continue
+            for lease, answer in zip(due, renewed, strict=True):
+                if lease.released or lease not in self._kept:
+                    continue
+                if isinstance(answer, Exception):
+                    log.warning(
+                        "could not renew the lease of conversation %s: %s",
+                        lease.conversation_id,
+                        answer,
+                    )
+                elif answer:
+                    lease.renewed_at = now
+                else:
+                    lease.lost = True
+                    self._kept.discard(lease)
+                    log.warning(
+                        "the lease of conversation %s expired while its turn ran: its writes "
+                        "are refused from now on",
+                        lease.conversation_id,
+                    )
 
     async def _release(self, key: str, token: str) -> None:
         try:
