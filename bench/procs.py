@@ -579,6 +579,7 @@ def settings_names(code: Path) -> set[str]:
 
 REDIS_DB = 0  # streamchat-redis; the scenarios with processes of their own use others
 PROD_DB = 3  # streamchat-prod (1 and 2: the nginx and round-trip scenarios' processes)
+BASELINE_REDIS_DB = 4  # streamchat-redis@<commit>
 # Per-owner limits high enough never to refuse the bench's load (its busiest scenarios start a
 # few thousand turns a minute and hold about 1,000 at once), so that every check still runs on
 # every turn: turns per minute and concurrent turns at the start, tokens and cost at the end.
@@ -596,8 +597,9 @@ def keys_settings(key: str) -> dict[str, str]:
     return {"AUTH": "keys", "API_KEYS": f"bench:{key}", **LIMITS}
 
 
-def baseline_name(commit: str) -> str:
-    return f"streamchat@{commit}"
+def baseline_name(commit: str, store: str = "") -> str:
+    """`streamchat@<commit>`, or with a store `streamchat-redis@<commit>`."""
+    return f"streamchat{'-' + store if store else ''}@{commit}"
 
 
 def streamchat_server(
@@ -767,6 +769,22 @@ def build_servers(
                     "against an earlier version of itself, in one run",
                 )
             )
+        if name == "streamchat-redis" and baseline is not None:
+            folder, commit = baseline
+            earlier = streamchat_server(
+                baseline_name(commit, "redis"),
+                folder,
+                {
+                    **streamchat_env(upstream, folder),
+                    "STORE_URL": redis.url(BASELINE_REDIS_DB) if redis is not None else "",
+                },
+                f"`streamchat-redis` at commit {commit} (`--baseline`; Redis database "
+                f"{BASELINE_REDIS_DB}): runs when `streamchat-redis` does",
+            )
+            earlier.redis, earlier.redis_db = redis, BASELINE_REDIS_DB
+            if redis is None:
+                earlier.skipped = no_redis or "no Redis"
+            servers.append(earlier)
     servers.append(
         Server(
             "floor",

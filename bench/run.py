@@ -209,6 +209,8 @@ class Run:
             log(f"{baseline_name(self.baseline[1])}: commit {self.baseline[1]}, beside it")
             if self.args.servers:
                 self.args.servers.append(baseline_name(self.baseline[1]))
+            if self.args.servers and "streamchat-redis" in self.args.servers:
+                self.args.servers.append(baseline_name(self.baseline[1], "redis"))
         self.upstream.start()
         log(f"upstream on port {self.upstream.port} (pid {self.upstream.pid})")
         no_redis = await self.start_redis()
