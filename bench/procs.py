@@ -597,6 +597,36 @@ def keys_settings(key: str) -> dict[str, str]:
     return {"AUTH": "keys", "API_KEYS": f"bench:{key}", **LIMITS}
 
 
+# A fixed piece of pure-Python work (dict stores and lookups), timed three times, the fastest
+# printed in ms: how fast the core runs Python at that moment. On a shared machine the same
+# code runs up to half again as slowly at times, whoever is measured.
+PROBE = """
+import time
+def work():
+    table, total = {}, 0
+    for i in range(200_000):
+        table[i & 1023] = i
+        total += table.get((i * 5) & 1023, 0)
+    return total
+best = min(
+    (lambda t0: (work(), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(3)
+)
+print(f"{best * 1000:.2f}")
+"""
+
+
+def core_probe_ms(core: int | None) -> float | None:
+    """The probe's time on `core` (None: unpinned), or None when it could not run."""
+    command = [str(VENV_PY), "-c", PROBE]
+    if core is not None:
+        command = ["taskset", "-c", str(core), *command]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+        return float(done.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
 def baseline_name(commit: str, store: str = "") -> str:
     """`streamchat@<commit>`, or with a store `streamchat-redis@<commit>`."""
     return f"streamchat{'-' + store if store else ''}@{commit}"

@@ -50,13 +50,16 @@ def median(values: list[float | None]) -> float | None:
 def brief(result: dict[str, Any]) -> str:
     parts = []
     for key, value in result.items():
+        if key == "core_probe_ms":
+            continue  # always shown, last
         if isinstance(value, float):
             parts.append(f"{key}={value:.3g}")
         elif isinstance(value, int):
             parts.append(f"{key}={value}")
         elif key == "failed":
             parts.append(f"FAILED {value}")
-    return " ".join(parts[:8])
+    probe = result.get("core_probe_ms")
+    return " ".join(parts[:8] + ([f"core_probe_ms={probe:.3g}"] if probe is not None else []))
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -62,6 +62,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
@@ -84,6 +85,7 @@ from procs import (
     Upstream,
     baseline_name,
     build_servers,
+    core_probe_ms,
     cpu_seconds,
     git_state,
     nginx_path,
@@ -179,6 +181,7 @@ class Run:
             "scale10k": {},
         }
         self.notes: list[str] = []
+        self.probes: list[tuple[str, str, float]] = []  # (scenario, server, core_probe_ms)
         self.profile: dict[str, Any] | None = None
         self.restarts: dict[str, int] = {}
         self.code = "unknown"
@@ -433,6 +436,9 @@ class Run:
         trial: Callable[[Server], Coroutine[Any, Any, dict[str, Any]]],
     ) -> dict[str, Any]:
         await self.others_quiet(server, scenario)
+        probe = await asyncio.to_thread(core_probe_ms, self.server_core)
+        if probe is not None:
+            self.probes.append((scenario, server.name, probe))
         try:
             result = await trial(server)
         except Exception as exc:  # a peer that falls over must not stop the run
@@ -441,7 +447,29 @@ class Run:
         if server.proc is not None and server.proc.poll() is not None:
             code = server.proc.returncode
             result = {"failed": f"the server exited during the trial (code {code})"}
+        if probe is not None:
+            result["core_probe_ms"] = probe
         return result
+
+    def probe_note(self) -> str | None:
+        """How fast the server's core ran Python before each trial, and which trials started
+        on a slow core."""
+        if not self.probes:
+            return None
+        values = sorted(probe for *_, probe in self.probes)
+        fastest, median = values[0], values[len(values) // 2]
+        slow = [(scenario, name) for scenario, name, probe in self.probes if probe > 1.2 * fastest]
+        where = "the server's core" if self.server_core is None else f"core {self.server_core}"
+        note = (
+            f"Before each trial a fixed pure-Python loop timed how fast {where} ran "
+            f"(`core_probe_ms` in the raw figures): fastest {fastest:.1f} ms, median "
+            f"{median:.1f}, slowest {values[-1]:.1f}; {len(slow)} of {len(values)} trials "
+            "started with the core over 1.2x slower than its fastest"
+        )
+        if slow:
+            counted = Counter(f"{scenario} {name}" for scenario, name in slow)
+            note += " (" + ", ".join(f"{k}: {v}" for k, v in counted.most_common(12)) + ")"
+        return note + "."
 
     async def run(self) -> None:
         plan, up = self.plan, self.upstream
@@ -808,6 +836,9 @@ async def main_async(args: argparse.Namespace) -> int:
         await run.count_spans()
     finally:
         run.stop()
+    probed = run.probe_note()
+    if probed is not None:
+        run.notes.append(probed)
     data = Report(
         plan=plan,
         results=run.results,
