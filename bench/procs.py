@@ -615,7 +615,7 @@ print(f"{best * 1000:.2f}")
 """
 
 
-def core_probe_ms(core: int | None) -> float | None:
+def core_probe_ms(core: int | str | None) -> float | None:
     """The probe's time on `core` (None: unpinned), or None when it could not run."""
     command = [str(VENV_PY), "-c", PROBE]
     if core is not None:
