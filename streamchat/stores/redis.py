@@ -346,15 +346,12 @@ class RedisStore:
         if result[0] == -1:
             await self._acquire(keys.lease, lease.token)
             args[-1] = ""
-            lease.held = True
-            self._keep_alive(keys.lease, conversation_id, lease)
             with self._reachable():
                 result = await self._begin(keys=keys.turn, args=args)
         if not result[0]:
             raise self._lost(owner, conversation_id)
-        if not lease.held:
-            lease.held = True
-            self._keep_alive(keys.lease, conversation_id, lease)
+        lease.held = True
+        self._keep_alive(keys.lease, conversation_id, lease)
         number, history, ids = result
         return BegunTurn(
             int(number), [_body(entry) for entry in history], frozenset(json.loads(i) for i in ids)
