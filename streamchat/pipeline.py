@@ -183,12 +183,10 @@ async def _tool_round(tools: Tools, turn: Turn, calls: list[ToolCall]) -> Stream
     yield [
         ToolExecuting(call.name, call.id, call.arguments) for call in calls if call.id not in denied
     ]
-    results: list[str] = []
     if len(calls) == 1 and not denied:  # the common round: nothing to run beside it
         outcome = await _run_tool(tools, calls[0], context)
-        results.append(_result_text(outcome))
         yield [outcome]
-        await turn.add_tool_round(calls, results)
+        await turn.add_tool_round(calls, [_result_text(outcome)])
         return
     tasks = [
         asyncio.ensure_future(
@@ -196,6 +194,7 @@ async def _tool_round(tools: Tools, turn: Turn, calls: list[ToolCall]) -> Stream
         )
         for call in calls
     ]
+    results: list[str] = []
     try:
         for task in tasks:
             outcome = await task

@@ -218,21 +218,22 @@ def test_wire_json_of_a_stretch_of_the_log_is_each_events_own() -> None:
     ]
 
 
-def recording() -> tuple[list[tuple[int, list[str]]], Any]:
+async def followed() -> tuple[TurnLog, list[tuple[int, list[str]]], asyncio.Task[Any]]:
+    """A log, what a caught-up reader of it is pushed (each event by its type), its task."""
+    log = TurnLog("me", "c")
     pushed: list[tuple[int, list[str]]] = []
 
     def push(first: int, events: list[Event], elapsed: list[float]) -> bool:
         pushed.append((first, [type(e).__name__ for e in events]))
         return True
 
-    return pushed, push
+    reading = asyncio.create_task(alist(log.follow(-1, push)))
+    await asyncio.sleep(0)
+    return log, pushed, reading
 
 
 async def test_a_held_batch_goes_out_with_the_next_append_in_one_push() -> None:
-    log = TurnLog("me", "c")
-    pushed, push = recording()
-    reading = asyncio.create_task(alist(log.follow(-1, push)))
-    await asyncio.sleep(0)
+    log, pushed, reading = await followed()
 
     log.append([ToolExecuting("add", "t1", "{}")], hold=True)
     assert pushed == [] and len(log.events) == 0  # not yet visible to anyone
@@ -247,10 +248,7 @@ async def test_a_held_batch_goes_out_with_the_next_append_in_one_push() -> None:
 
 async def test_a_held_batch_goes_out_on_the_loops_next_turn_when_nothing_follows() -> None:
     # A tool that waits (I/O, a thread) must not keep its `tool_executing` from the readers.
-    log = TurnLog("me", "c")
-    pushed, push = recording()
-    reading = asyncio.create_task(alist(log.follow(-1, push)))
-    await asyncio.sleep(0)
+    log, pushed, reading = await followed()
 
     log.append([ToolExecuting("search", "t1", "{}")], hold=True)
     await asyncio.sleep(0)

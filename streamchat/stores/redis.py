@@ -323,9 +323,7 @@ class RedisStore:
         *,
         regenerate: bool = False,
     ) -> BegunTurn:
-        lease = self._leases.get((owner, conversation_id))
-        if lease is None or lease.lost:
-            raise self._lost(owner, conversation_id)
+        lease = self._lease(owner, conversation_id, held=False)
         keys = self._keys(owner, conversation_id)
         system = _message_entry(0, {"role": "system", "content": system_prompt})
         args = [
@@ -558,11 +556,13 @@ class RedisStore:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _token(self, owner: str, conversation_id: str) -> str:
+    def _lease(self, owner: str, conversation_id: str, *, held: bool = True) -> _Lease:
+        """This process's lease of the conversation, not lost (and, with `held`, taken in
+        Redis), or `LeaseLost`."""
         lease = self._leases.get((owner, conversation_id))
-        if lease is None or lease.lost or not lease.held:
+        if lease is None or lease.lost or (held and not lease.held):
             raise self._lost(owner, conversation_id)
-        return lease.token
+        return lease
 
     def _lost(self, owner: str, conversation_id: str) -> LeaseLost:
         lease = self._leases.get((owner, conversation_id))
@@ -584,7 +584,7 @@ class RedisStore:
         artifacts: list[dict[str, Any]],
         ended_at: float | None,
     ) -> None:
-        token = self._token(owner, conversation_id)
+        token = self._lease(owner, conversation_id).token
         keys = self._keys(owner, conversation_id)
         args = [
             token,
