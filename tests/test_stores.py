@@ -10,6 +10,7 @@ import asyncio
 import os
 import sqlite3
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,7 +20,9 @@ import pytest
 
 from streamchat.conversations import Turn
 from streamchat.events import ToolCall
+from streamchat.providers.base import Message
 from streamchat.stores import LeaseLost, Store, StoreError, StoreUnavailable, make_store
+from streamchat.stores.base import BegunTurn
 from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
 from tests.redis_server import RedisServer, free_port
@@ -384,6 +387,40 @@ async def test_sqlite_a_call_that_fails_is_undone_alone_in_its_batch(tmp_path: P
     assert isinstance(outcomes[1], sqlite3.OperationalError)
     assert half is None  # its write was rolled back, and only its own
     assert before is not None and after is not None
+
+
+async def test_sqlite_calls_made_in_one_pass_of_the_loop_share_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """The calls of one pass of the loop reach the writer together (one wake of its thread,
+    one commit), however quickly the thread would have taken the first of them alone."""
+    store = SqliteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    commits = _count_commits(store)
+
+    def other_work() -> None:
+        time.sleep(0.002)  # a socket write, say: the writer's thread may run meanwhile
+
+    async def begin(n: int) -> BegunTurn:
+        other_work()
+        return await store.begin_turn("me", f"c{n}", "", f"question {n}")
+
+    async def end(n: int) -> None:
+        other_work()
+        answer: list[Message] = [{"role": "assistant", "content": "a"}]
+        await store.end_turn("me", f"c{n}", 1, answer, [], "completed")
+
+    begun = await asyncio.gather(*(begin(n) for n in range(10)))
+    after_begins = commits[0]
+    await asyncio.gather(*(end(n) for n in range(10)))
+    after_ends = commits[0]
+    loaded = [await store.load("me", f"c{n}") for n in range(10)]
+    await store.close()
+
+    assert [b.number for b in begun] == [1] * 10
+    assert (after_begins, after_ends) == (1, 2)
+    assert all(c is not None and c.running_turn is None for c in loaded)
+    assert [c.messages[-1]["content"] for c in loaded if c is not None] == ["a"] * 10
 
 
 def _count_commits(store: SqliteStore) -> list[int]:

@@ -1,8 +1,9 @@
 """`sqlite:///path`: conversations in one SQLite file, the durable default with nothing to install.
 
 The stdlib `sqlite3` runs on one worker thread that owns the only connection, so the event loop
-never waits on the disk and every write goes through one writer. The worker takes the calls
-queued while it was busy as one batch: one transaction with a savepoint per call (a call that
+never waits on the disk and every write goes through one writer. The calls the event loop makes
+in one pass go to the worker together, at the start of its next pass, and the worker takes all
+the calls waiting for it as one batch: one transaction with a savepoint per call (a call that
 fails is rolled back alone), one commit, and one wake-up of the event loop for all their results.
 Under many turns a second, that is a fraction of the commits and thread hops of a call each.
 WAL lets readers run beside it; `synchronous=NORMAL` in WAL mode survives a crash of the process
@@ -555,54 +556,77 @@ class _Call:
 
 
 class _Worker:
-    """The thread that owns the connection. Calls queued while it was busy run as one batch,
-    in one transaction with a savepoint each; a call marked `alone` (open, close) runs by
+    """The thread that owns the connection. The calls an event loop makes in one pass of its
+    loop go to the thread together, and the calls waiting when the thread is free run as one
+    batch: one transaction with a savepoint each; a call marked `alone` (open, close) runs by
     itself, outside any transaction. Results go back with one wake-up of the loop per batch."""
 
     def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
         self._connection = connection
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Call] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Calls made in the loop's current pass, sent on at its next (one wake of the thread
+        # for all of them, rather than one each as they come): per loop, as a test may use
+        # one store from two.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any, alone: bool = False) -> T:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
             self._thread.start()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Call(fn, args, future, alone))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._send, loop)
+        pending.append(_Call(fn, args, future, alone))
         return await future
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        calls = self._pending.pop(loop, None)
+        if calls:
+            self._queue.put(calls)
 
     async def stop(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:
+            for loop in list(self._pending):
+                self._send(loop)
             self._queue.put(None)
             await asyncio.to_thread(thread.join)
 
     def _serve(self) -> None:
-        held: _Call | None = None
+        waiting: list[_Call] = []  # taken from the queue, not run yet
+        stopping = False
         while True:
-            first = held or self._queue.get()
-            held = None
-            if first is None:
-                return
-            if first.alone:
-                first.run()
-                _deliver([first])
-                continue
-            batch, stopping = [first], False
-            while len(batch) < MAX_BATCH:
+            if not waiting:
+                if stopping:
+                    return
+                sent = self._queue.get()
+                if sent is None:
+                    return
+                waiting = sent
+            while not stopping:  # whatever else was sent meanwhile joins the batch
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None or more.alone:
-                    stopping, held = more is None, more
-                    break
-                batch.append(more)
+                if more is None:
+                    stopping = True
+                else:
+                    waiting += more
+            if waiting[0].alone:
+                first = waiting.pop(0)
+                first.run()
+                _deliver([first])
+                continue
+            end = 1
+            while end < len(waiting) and end < MAX_BATCH and not waiting[end].alone:
+                end += 1
+            batch, waiting = waiting[:end], waiting[end:]
             self._run_batch(batch)
             _deliver(batch)
-            if stopping:
-                return
 
     def _run_batch(self, batch: list[_Call]) -> None:
         """Every call in one transaction, each in a savepoint of its own (a call alone needs
