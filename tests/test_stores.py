@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -580,17 +581,25 @@ async def test_redis_the_end_of_a_turn_releases_its_lease_in_the_same_script(
     assert stored is not None and stored.turns == 2
 
 
+async def _begin_then_stop_renewing(
+    store: Store,
+) -> tuple[AbstractAsyncContextManager[None], BegunTurn]:
+    """Conversation "c" held and a turn begun on `store`, whose process then dies: nothing
+    renews its lease any more (the lease runs out 0.3 s after its last renewal)."""
+    holding = store.lock("me", "c")
+    await holding.__aenter__()
+    begun = await store.begin_turn("me", "c", "", "never finished")
+    store._kept.clear()  # type: ignore[attr-defined]
+    return holding, begun
+
+
 async def test_redis_a_dead_holder_frees_the_conversation_after_the_lease(
     two_stores: tuple[Store, Store],
 ) -> None:
     dead, alive = two_stores
-    holding = dead.lock("me", "c")
-    await holding.__aenter__()
-    begun = await dead.begin_turn("me", "c", "", "never finished")
+    holding, begun = await _begin_then_stop_renewing(dead)
     dead_turn = Turn(dead, "me", "c", begun)
     await dead_turn.add_tool_round([ToolCall("t1", "add", "{}")], ["1"])
-    # The process dies: nothing renews its lease any more.
-    dead._kept.clear()  # type: ignore[attr-defined]
 
     seen = await alive.load("me", "c")
     assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
@@ -666,10 +675,7 @@ async def test_redis_a_dead_holders_turn_reads_as_interrupted_once_its_lease_is_
     two_stores: tuple[Store, Store],
 ) -> None:
     dead, alive = two_stores
-    holding = dead.lock("me", "c")
-    await holding.__aenter__()
-    await dead.begin_turn("me", "c", "", "never finished")
-    dead._kept.clear()  # type: ignore[attr-defined]  # nothing renews its lease any more
+    holding, _ = await _begin_then_stop_renewing(dead)
 
     seen = await alive.load("me", "c")
     assert seen is not None and (seen.running_turn, seen.interrupted_turn) == (1, None)
