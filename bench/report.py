@@ -246,11 +246,13 @@ def _latency_table(data: Report, names: list[str]) -> list[str]:
         "",
         "TTFB: request sent → first token read by the client. Token delay: the upstream's write "
         "of a token → the client's read of it (the token carries its send time). *Added* is the "
-        "server's figure minus the same figure taken straight from the upstream (first row).",
+        "server's figure minus the same figure taken straight from the upstream (first row). "
+        "*Server CPU*: the share of its core the server used while the figures were taken (the "
+        "tails grow as it nears 100%).",
         "",
         "| server | streams | TTFB p50 | TTFB p99 | added p50 | added p99 | token delay p50 | "
-        "p99 | added p50 | added p99 | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 | added p50 | added p99 | server CPU | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, label in (("c1", "1"), ("c200", str(plan.lat200_clients))):
         table = res.get(key, {})
@@ -277,6 +279,7 @@ def _latency_table(data: Report, names: list[str]) -> list[str]:
                     if direct
                     else f"{fmt(added['delay_p50'], 2)} | {fmt(added['delay_p99'], 2)} | "
                 )
+                + f"{_unit(_pc(med(rows, 'server_cpu_util')), 0, '%')} | "
                 + f"{sum(r.get('errors', 0) for r in rows if 'failed' not in r)} |"
             )
     lines += [

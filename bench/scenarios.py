@@ -212,8 +212,17 @@ async def throughput_trial(
 
 
 async def latency_trial(
-    target: Target, upstream: Upstream, plan: Plan, clients: int, tokens: int, seconds: float
+    target: Target,
+    upstream: Upstream,
+    plan: Plan,
+    clients: int,
+    tokens: int,
+    seconds: float,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """Time to first byte and token delay over `seconds` of steady state, and (given the
+    server's `pid`) the share of a core the server used meanwhile: at 200 paced streams how
+    close it runs to its core's limit is what its tails follow."""
     upstream.configure(mode="text", tokens=tokens, pace_ms=plan.lat_pace_ms, stamp=True)
     # A server that keeps a turn going after its client left (streamchat's resume grace) may
     # still be finishing the previous trial's streams: wait for them, they would load core 1.
@@ -228,8 +237,11 @@ async def latency_trial(
     await asyncio.sleep(stagger + 0.5)  # every client is streaming: steady state
     load.window_start, load.recording = time.monotonic_ns(), True
     errors0 = sum(load.errors.values())
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     await asyncio.sleep(seconds)
     load.recording = False
+    wall = (time.monotonic_ns() - load.window_start) / 1e9
+    cpu = cpu_seconds(pid) - cpu0 if pid is not None else None
     errors = sum(load.errors.values()) - errors0
     load.close_all()
     await _gather_bounded(workers, 5.0)
@@ -244,13 +256,15 @@ async def latency_trial(
         "ttfb_samples": len(ttfb),
         "delay_samples": len(delay),
         "errors": errors,
+        "server_cpu_util": None if cpu is None else cpu / wall,
     }
 
 
 async def _latency_of(
     upstream: Upstream, plan: Plan, clients: int, tokens: int, seconds: float, server: Server
 ) -> dict[str, Any]:
-    return await latency_trial(server.target, upstream, plan, clients, tokens, seconds)
+    pid = server.pid if server.proc is not None else None  # none for the upstream itself
+    return await latency_trial(server.target, upstream, plan, clients, tokens, seconds, pid)
 
 
 # --- scenario 3: 1,000 open streams ----------------------------------------------------------
