@@ -584,10 +584,10 @@ class RedisStore:
         artifacts: list[dict[str, Any]],
         ended_at: float | None,
     ) -> None:
-        token = self._lease(owner, conversation_id).token
+        lease = self._lease(owner, conversation_id)
         keys = self._keys(owner, conversation_id)
         args = [
-            token,
+            lease.token,
             str(turn),
             "" if ended_at is None else repr(ended_at),
             conversation_id,
@@ -600,9 +600,7 @@ class RedisStore:
         if written == -1:
             raise self._lost(owner, conversation_id)
         if ended_at is not None:
-            lease = self._leases.get((owner, conversation_id))
-            if lease is not None:
-                lease.released = True
+            lease.released = True
 
     def _reachable(self) -> contextlib.AbstractContextManager[None]:
         return reachable(self.where)
