@@ -917,3 +917,14 @@ def versions() -> dict[str, str]:
         )
         found["aiohttp"] = out.stdout.strip()
     return found
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process's main thread alone (its event loop, for a server)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK

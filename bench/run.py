@@ -34,6 +34,10 @@ the report quotes medians over the repeats and ratios to the floor (bench/floor.
 11. scale10k (streamchat's servers and the floor): 10,000 paced streams opened on a fresh server
    and held, `/health` probed every 100 ms throughout by a process of its own: streams served,
    errors, RSS per stream, the probes' latency.
+12. shared (streamchat's servers and the floor): all of them on the server core at once, each
+   under the same load (1-token turns, tool turns, paced 1,000-token replies): CPU per turn and
+   per event, and the main thread's part of it. Taken over one window, these compare to within
+   a few percent where one server after another differs by 10-40%.
 
 streamchat-redis and streamchat-prod (Redis, AUTH=keys, every limit, metrics; only when named)
 run on a redis-server the harness starts on a free port (pinned with the load); they are left
@@ -104,6 +108,7 @@ from scenarios import (
     PROTOCOLS,
     QUICK,
     ROUND_TRIP_KINDS,
+    SHARED_KINDS,
     Plan,
     _latency_of,
     abort_trial,
@@ -112,6 +117,7 @@ from scenarios import (
     roundtrip_trial,
     scale10k_trial,
     scale_trial,
+    shared_trial,
     throughput_trial,
     tool_turn_trial,
 )
@@ -179,6 +185,7 @@ class Run:
             "protocols": {},
             "tools": {},
             "scale10k": {},
+            "shared": {},
         }
         self.notes: list[str] = []
         self.probes: list[tuple[str, str, float]] = []  # (scenario, server, core_probe_ms)
@@ -429,6 +436,26 @@ class Run:
                 )
                 return
 
+    async def run_shared(self, own: list[Server]) -> None:
+        """12: the servers with a tool loop on the server core at once, kind after kind."""
+        log(f"12. shared core: {', '.join(s.name for s in own)}")
+        table = self.results["shared"]
+        for rep in range(self.plan.shared_reps):
+            for kind, *_ in SHARED_KINDS:
+                live = [s for s in own if not s.skipped and self.ensure_alive(s, "shared")]
+                if len(live) < 2:
+                    self.notes.append("Scenario 12 needs two servers with a tool loop.")
+                    return
+                await self.others_quiet(live[0], "shared")  # the peers, when in the run
+                try:
+                    results = await shared_trial(live, self.upstream, self.plan, kind)
+                except Exception as exc:
+                    log(f"  shared/{kind}: failed: {type(exc).__name__}: {exc}")
+                    continue
+                for name, row in results.items():
+                    table.setdefault(kind, {}).setdefault(name, []).append(row)
+                    log(f"  shared/{kind} rep {rep + 1} {name}: {brief(row)}")
+
     async def trial(
         self,
         server: Server,
@@ -577,6 +604,9 @@ class Run:
                 "tools", "turns", plan.reps, lambda s: tool_turn_trial(s, up, plan), own
             )
             up.configure(mode="text", tokens=plan.tp_tokens)
+        if self.wants("shared"):
+            await self.run_shared(own)
+            up.configure(mode="text", tokens=plan.tp_tokens, pace_ms=0)
         if self.wants("scale10k"):
             log(f"11. scale: {plan.scale10k_streams:,} open streams")
             # The default configuration and the floor: a minute or two each.
@@ -882,7 +912,7 @@ def main() -> int:
         nargs="*",
         default=[],
         help="only these (throughput latency scale features abort resume roundtrips nginx "
-        "protocols tools scale10k profile)",
+        "protocols tools shared scale10k profile)",
     )
     parser.add_argument(
         "--baseline",

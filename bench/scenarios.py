@@ -27,6 +27,7 @@ from procs import (
     Upstream,
     cpu_seconds,
     fd_limit,
+    main_thread_cpu_seconds,
     open_fds,
     own_cpu_seconds,
     pinned,
@@ -75,6 +76,8 @@ class Plan:
     scale10k_hold: float = 20.0  # all of them open, after the last first token
     scale10k_reps: int = 1
     health_interval_ms: float = 100.0
+    shared_seconds: float = 6.0  # scenario 12's window, after its warm-up (tp_warmup, or a reply)
+    shared_reps: int = 3
 
 
 QUICK = Plan(
@@ -100,6 +103,8 @@ QUICK = Plan(
     scale10k_streams=1000,
     scale10k_deadline=10.0,
     scale10k_hold=5.0,
+    shared_seconds=2.0,
+    shared_reps=1,
 )
 
 
@@ -867,3 +872,76 @@ async def scale10k_trial(
         "keeps_turns": server.keeps_turns,
         **_health(probes, t_open, t_hold, t_end, first_ns),
     }
+
+
+# --- scenario 12: the servers on one core at once ----------------------------------------------
+
+# (kind, upstream mode, tokens (None: the plan's tool answer), pace in ms, clients per server).
+# Unpaced turns keep the core busy, so the servers split it; the paced replies leave it room.
+SHARED_KINDS: tuple[tuple[str, str, int | None, float, int], ...] = (
+    ("turns", "text", 1, 0.0, 8),  # a turn with one token: what a turn costs beyond its tokens
+    ("tools", "tools", None, 0.0, 8),  # a tool round, then the answer: two upstream requests
+    ("tokens", "text", 1000, 20.0, 40),  # paced 1,000-token replies: what a token costs
+)
+
+
+async def shared_trial(
+    servers: list[Server], upstream: Upstream, plan: Plan, kind: str
+) -> dict[str, dict[str, Any]]:
+    """Every server under the same load at the same time, all on the server core.
+
+    Measured one after another, the same server's CPU per turn differs by 10 to 40% from one
+    minute to the next on a shared machine, more than most changes being weighed. Served at
+    once, the servers meet the same slow and fast moments: their CPU per turn and per event,
+    taken over the same window, compare to within a few percent. (Their latencies do not: the
+    kernel shares the core out, so they wait on each other.) Also each server's main thread
+    alone: for streamchat, what is left after its store's thread.
+    """
+    mode, tokens, pace, clients = next((m, t, p, c) for k, m, t, p, c in SHARED_KINDS if k == kind)
+    tokens = plan.tool_tokens if tokens is None else tokens
+    upstream.configure(mode=mode, tokens=tokens, pace_ms=pace, stamp=False)
+    await _quiet(upstream)
+    loads = {server.name: Load(server.target) for server in servers}
+    stagger = tokens * pace / 1000  # paced: the starts spread over one reply
+    workers = [
+        asyncio.create_task(
+            _back_to_back(load, random.uniform(0, stagger) if stagger else i * 0.005, 1_000_000)
+        )
+        for load in loads.values()
+        for i in range(clients)
+    ]
+
+    def readings() -> dict[str, tuple[int, int, int, float, float]]:
+        return {
+            s.name: (
+                loads[s.name].frames,
+                loads[s.name].streams,
+                sum(loads[s.name].errors.values()),
+                cpu_seconds(s.pid),
+                main_thread_cpu_seconds(s.pid),
+            )
+            for s in servers
+        }
+
+    await asyncio.sleep(stagger + plan.tp_warmup)
+    before, t0 = readings(), time.monotonic()
+    await asyncio.sleep(plan.shared_seconds)
+    after, wall = readings(), time.monotonic() - t0
+    for load in loads.values():
+        load.close_all()
+    await _gather_bounded(workers, 5.0)
+    upstream.configure(pace_ms=0)
+    results: dict[str, dict[str, Any]] = {}
+    for name in loads:
+        (f0, s0, e0, c0, m0), (f1, s1, e1, c1, m1) = before[name], after[name]
+        events, turns, cpu = f1 - f0, s1 - s0, c1 - c0
+        results[name] = {
+            "turns_per_s": turns / wall,
+            "events_per_s": events / wall,
+            "cpu_us_per_turn": cpu * 1e6 / turns if turns else None,
+            "cpu_us_per_event": cpu * 1e6 / events if events else None,
+            "main_share": (m1 - m0) / cpu if cpu else None,
+            "server_cpu_util": cpu / wall,
+            "errors": e1 - e0,
+        }
+    return results
