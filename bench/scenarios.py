@@ -911,7 +911,7 @@ async def shared_trial(
         for i in range(clients)
     ]
 
-    def readings() -> dict[str, tuple[int, int, int, float, float]]:
+    def readings() -> dict[str, tuple[int, int, int, float, float, float]]:
         return {
             s.name: (
                 loads[s.name].frames,
@@ -919,6 +919,7 @@ async def shared_trial(
                 sum(loads[s.name].errors.values()),
                 cpu_seconds(s.pid),
                 main_thread_cpu_seconds(s.pid),
+                sum(cpu_seconds(pid) for pid in s.side_pids),
             )
             for s in servers
         }
@@ -932,9 +933,10 @@ async def shared_trial(
     await _gather_bounded(workers, 5.0)
     upstream.configure(pace_ms=0)
     results: dict[str, dict[str, Any]] = {}
+    by_name = {s.name: s for s in servers}
     for name in loads:
-        (f0, s0, e0, c0, m0), (f1, s1, e1, c1, m1) = before[name], after[name]
-        events, turns, cpu = f1 - f0, s1 - s0, c1 - c0
+        (f0, s0, e0, c0, m0, d0), (f1, s1, e1, c1, m1, d1) = before[name], after[name]
+        events, turns, cpu, side = f1 - f0, s1 - s0, c1 - c0, d1 - d0
         results[name] = {
             "turns_per_s": turns / wall,
             "events_per_s": events / wall,
@@ -944,4 +946,11 @@ async def shared_trial(
             "server_cpu_util": cpu / wall,
             "errors": e1 - e0,
         }
+        if side:  # its Redis, on the load core: not in its own figures, shown beside them
+            # A Redis that serves more than one of these is shared out over all their turns.
+            users = [s for s in servers if s.side_pids == by_name[name].side_pids]
+            all_turns = sum(after[s.name][1] - before[s.name][1] for s in users)
+            all_events = sum(after[s.name][0] - before[s.name][0] for s in users)
+            results[name]["side_us_per_turn"] = side * 1e6 / all_turns if all_turns else None
+            results[name]["side_us_per_event"] = side * 1e6 / all_events if all_events else None
     return results
