@@ -438,11 +438,13 @@ class Run:
 
     async def run_shared(self, own: list[Server]) -> None:
         """12: the servers with a tool loop on the server core at once, kind after kind."""
-        # The default, the two Redis configurations, the floor and any baseline: the more
-        # processes take turns on the core, the less each finds of its own in the caches.
+        # In a run of every scenario, the default, the two Redis configurations, the floor and
+        # any baseline: the more processes take turns on the core, the less each finds of its
+        # own in the caches. Asked for by name (`--scenarios shared`), every one in the run.
         kept = {DEFAULT, REDIS, PROD, FLOOR}
-        left = [s.name for s in own if s.name not in kept and "@" not in s.name]
-        own = [s for s in own if s.name in kept or "@" in s.name]
+        named = bool(self.args.scenarios) and "shared" in self.args.scenarios
+        left = [s.name for s in own if not named and s.name not in kept and "@" not in s.name]
+        own = [s for s in own if s.name not in left]
         if left:
             self.notes.append(f"Scenario 12 (one core shared) leaves out {', '.join(left)}.")
         log(f"12. shared core: {', '.join(s.name for s in own)}")
