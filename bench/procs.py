@@ -125,18 +125,25 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def _cpu_ticks(stat_path: str) -> int:
+    """utime + stime from a /proc `stat` file (fields 14 and 15); 0 once it is gone."""
+    try:
+        with open(stat_path) as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process tree (all threads), from /proc/<pid>/stat."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                raw = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
+    return sum(_cpu_ticks(f"/proc/{p}/stat") for p in process_tree(pid)) / CLK_TCK
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process's main thread alone (its event loop, for a server)."""
+    return _cpu_ticks(f"/proc/{pid}/task/{pid}/stat") / CLK_TCK
 
 
 def rss_kib(pid: int) -> int:
@@ -917,14 +924,3 @@ def versions() -> dict[str, str]:
         )
         found["aiohttp"] = out.stdout.strip()
     return found
-
-
-def main_thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process's main thread alone (its event loop, for a server)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
