@@ -883,6 +883,8 @@ SHARED_KINDS: tuple[tuple[str, str, int | None, float, int], ...] = (
     ("tools", "tools", None, 0.0, 8),  # a tool round, then the answer: two upstream requests
     ("tokens", "text", 1000, 20.0, 40),  # paced 1,000-token replies: what a token costs
 )
+# The longest reply among them, in seconds (1,000 tokens at 20 ms).
+SHARED_KINDS_REPLY_S = max((t or 0) * p / 1000 for _, _, t, p, _ in SHARED_KINDS) + 5.0
 
 
 async def shared_trial(
@@ -900,7 +902,9 @@ async def shared_trial(
     mode, tokens, pace, clients = next((m, t, p, c) for k, m, t, p, c in SHARED_KINDS if k == kind)
     tokens = plan.tool_tokens if tokens is None else tokens
     upstream.configure(mode=mode, tokens=tokens, pace_ms=pace, stamp=False)
-    await _quiet(upstream)
+    # streamchat's turns go on after their clients leave (the resume grace): those of the
+    # paced replies before would be counted in the next trial's CPU. Wait for every one.
+    await _quiet(upstream, limit_s=max(SHARED_KINDS_REPLY_S, 15.0))
     loads = {server.name: Load(server.target) for server in servers}
     stagger = tokens * pace / 1000  # paced: the starts spread over one reply
     workers = [
