@@ -883,7 +883,8 @@ SHARED_KINDS: tuple[tuple[str, str, int | None, float, int], ...] = (
     ("tools", "tools", None, 0.0, 8),  # a tool round, then the answer: two upstream requests
     ("tokens", "text", 1000, 20.0, 40),  # paced 1,000-token replies: what a token costs
 )
-# The longest reply among them, in seconds (1,000 tokens at 20 ms).
+# How long to wait for the turns left going: the longest reply among them (1,000 tokens at
+# 20 ms), and 5 s more.
 SHARED_KINDS_REPLY_S = max((t or 0) * p / 1000 for _, _, t, p, _ in SHARED_KINDS) + 5.0
 
 
@@ -904,7 +905,7 @@ async def shared_trial(
     upstream.configure(mode=mode, tokens=tokens, pace_ms=pace, stamp=False)
     # streamchat's turns go on after their clients leave (the resume grace): those of the
     # paced replies before would be counted in the next trial's CPU. Wait for every one.
-    await _quiet(upstream, limit_s=max(SHARED_KINDS_REPLY_S, 15.0))
+    await _quiet(upstream, limit_s=SHARED_KINDS_REPLY_S)
     loads = {server.name: Load(server.target) for server in servers}
     stagger = tokens * pace / 1000  # paced: the starts spread over one reply
     workers = [
