@@ -424,6 +424,105 @@ async def test_sqlite_calls_made_in_one_pass_of_the_loop_share_one_transaction(
     assert [c.messages[-1]["content"] for c in loaded if c is not None] == ["a"] * 10
 
 
+def _bytes_in_file(path: str, cid: str) -> int:
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT bytes FROM conversations WHERE owner = 'me' AND id = ?", (cid,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+    finally:
+        db.close()
+
+
+async def test_sqlite_knows_a_conversations_bytes_without_a_transaction(tmp_path: Path) -> None:
+    """A turn that continues a conversation checks its size first: what the store's own
+    committed writes left is kept, so the check asks the writer nothing, and it is the file's
+    count after every kind of write."""
+    path = str(tmp_path / "chat.db")
+    store = SqliteStore(path)
+    await store.open()
+    commits = _count_commits(store)
+    asked: list[int] = []  # transactions each check made
+
+    async def check(cid: str) -> None:
+        before = commits[0]
+        size = await store.stored_bytes("me", cid)
+        asked.append(commits[0] - before)
+        assert size == _bytes_in_file(path, cid)
+
+    await run_turn(store, "c", "hello", "a reply with ünïcödé")  # a new conversation
+    await check("c")
+    await run_turn(store, "c", "again")  # continued
+    await check("c")
+    call: Message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+        ],
+    }
+    result: Message = {"role": "tool", "tool_call_id": "t1", "content": "42"}
+    answer: Message = {"role": "assistant", "content": "42 it is"}
+    artifact = {"artifactId": "a", "artifactType": "code", "title": "t", "content": "x" * 99}
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "", "add them")
+        await store.append("me", "c", begun.number, [call, result])  # a tool round
+        await check("c")
+        await store.end_turn("me", "c", begun.number, [answer], [artifact], "completed")
+    await check("c")
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "", "add them again", regenerate=True)
+        await store.end_turn("me", "c", begun.number, [answer], [], "completed")
+    await check("c")
+    await check("never written")
+    await check("never written")
+    async with store.lock("me", "d"):  # deleted while its turn ran: its end adds nothing
+        begun = await store.begin_turn("me", "d", "", "x" * 500)
+        await store.delete("me", "d")
+        await store.end_turn("me", "d", begun.number, [answer], [], "completed")
+    await check("d")
+    await store.close()
+
+    # Read from the file only for a conversation it knew nothing of, and once.
+    assert asked == [0, 0, 0, 0, 0, 1, 0, 1]
+
+
+async def test_sqlite_a_write_that_failed_or_lost_its_caller_has_the_count_read_again(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "chat.db")
+    store = SqliteStore(path)
+    await store.open()
+    await run_turn(store, "c", "hello")
+    answer: Message = {"role": "assistant", "content": "a long answer " * 50}
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "", "two")
+        with pytest.raises(KeyError):  # an artifact without its id: the call is undone
+            await store.end_turn("me", "c", begun.number, [answer], [{"x": 1}], "completed")
+        commits = _count_commits(store)
+        failed = await store.stored_bytes("me", "c")
+        read_after_failure = commits[0]
+        # Its caller gone before the result came back: written all the same.
+        ending = asyncio.create_task(
+            store.end_turn("me", "c", begun.number, [answer], [], "completed")
+        )
+        await asyncio.sleep(0)
+        ending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+        await asyncio.sleep(0.2)  # the writer commits it meanwhile
+        before = commits[0]
+        cancelled = await store.stored_bytes("me", "c")
+        read_after_cancel = commits[0] - before
+        conversation = await store.load("me", "c")
+    await store.close()
+
+    assert conversation is not None and conversation.messages[-1] == answer
+    assert failed < cancelled == _bytes_in_file(path, "c")
+    assert (read_after_failure, read_after_cancel) == (1, 1)
+
+
 def _count_commits(store: SqliteStore) -> list[int]:
     """Counts the store's transactions from here on (a trace of its connection's statements)."""
     count = [0]

@@ -15,6 +15,11 @@ behind, the writer checkpoints itself past `WRITER_CHECKPOINT_PAGES`. Schema cha
 migrations, applied in order at start-up and counted in `PRAGMA user_version`; a file written
 by a newer streamchat stops start-up rather than being misread. A turn that was running when its
 process died is marked interrupted on the next start.
+
+The bytes each conversation holds, which a turn that continues it checks first, are kept in
+memory as well for the conversations this process wrote or read lately: the file has one writer
+process, so what its own committed writes left is the count, and a turn in a conversation does
+not wait on the worker thread for it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -55,6 +61,10 @@ MAX_BATCH = 64
 CHECKPOINT_SECONDS = 1.0
 # The WAL's size, in pages, past which the writer checkpoints itself (the backstop).
 WRITER_CHECKPOINT_PAGES = 20_000
+# Conversations whose byte count is kept in memory, the least recently used forgotten first.
+SIZES_KEPT = 10_000
+# What a write reports when its conversation was gone (deleted while a turn ran).
+_GONE = -1
 
 # Applied in order; the file's `user_version` is how many have been applied. Never edit one
 # that has shipped: add the next.
@@ -139,6 +149,8 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._locks = LocalLocks()
         self._checkpoints = _Checkpointer(path, checkpoint_seconds)
+        # (owner, id) -> the bytes it holds, as of this store's last committed write or read.
+        self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     async def open(self) -> None:
         await self._worker.call(self._open, alone=True)
@@ -173,14 +185,14 @@ class SqliteStore:
         *,
         regenerate: bool = False,
     ) -> BegunTurn:
-        return await self._run(
+        return await self._counted(
             self._begin_turn, owner, conversation_id, system_prompt, user_message, regenerate
         )
 
     async def append(
         self, owner: str, conversation_id: str, turn: int, messages: list[Message]
     ) -> None:
-        await self._run(self._append, owner, conversation_id, turn, messages, [], None)
+        await self._counted(self._append, owner, conversation_id, turn, messages, [], None)
 
     async def end_turn(
         self,
@@ -191,7 +203,9 @@ class SqliteStore:
         artifacts: list[dict[str, Any]],
         outcome: Outcome,
     ) -> None:
-        await self._run(self._append, owner, conversation_id, turn, messages, artifacts, outcome)
+        await self._counted(
+            self._append, owner, conversation_id, turn, messages, artifacts, outcome
+        )
 
     async def recent(
         self, owner: str, limit: int, before: str | None = None
@@ -199,10 +213,44 @@ class SqliteStore:
         return await self._run(self._recent, owner, limit, before)
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
-        return await self._run(self._delete, owner, conversation_id)
+        self._sizes.pop((owner, conversation_id), None)
+        try:
+            return await self._run(self._delete, owner, conversation_id)
+        finally:
+            self._sizes.pop((owner, conversation_id), None)
 
     async def stored_bytes(self, owner: str, conversation_id: str) -> int:
-        return await self._run(self._stored_bytes, owner, conversation_id)
+        key = (owner, conversation_id)
+        size = self._sizes.get(key)
+        if size is None:
+            size = await self._run(self._stored_bytes, owner, conversation_id)
+            self._note_size(key, size)
+        else:
+            self._sizes.move_to_end(key)
+        return size
+
+    async def _counted(self, fn: Callable[..., tuple[T, int | None]], *args: Any) -> T:
+        """`fn(owner, conversation_id, ...)` on the worker, and the bytes it reports the
+        conversation holds once it committed kept; a call that failed or whose caller was
+        cancelled (it may have been written all the same) leaves the count to be read again."""
+        key = (args[0], args[1])
+        try:
+            value, size = await self._run(fn, *args)
+        except BaseException:
+            self._sizes.pop(key, None)
+            raise
+        self._note_size(key, size)
+        return value
+
+    def _note_size(self, key: tuple[str, str], size: int | None) -> None:
+        """What a committed call left the conversation holding (None: unchanged)."""
+        if size == _GONE:
+            self._sizes.pop(key, None)
+        elif size is not None:
+            self._sizes[key] = size
+            self._sizes.move_to_end(key)
+            if len(self._sizes) > SIZES_KEPT:
+                self._sizes.popitem(last=False)
 
     # --- on the worker thread -----------------------------------------------------------------
 
@@ -292,7 +340,8 @@ class SqliteStore:
         system_prompt: str,
         user_message: str,
         regenerate: bool,
-    ) -> BegunTurn:
+    ) -> tuple[BegunTurn, int]:
+        """The turn begun, and the bytes the conversation holds now."""
         db, key, now = self.db, (owner, conversation_id), self._clock()
         row = db.execute(
             "SELECT turns FROM conversations WHERE owner = ? AND id = ?", key
@@ -308,7 +357,7 @@ class SqliteStore:
                 " running_turn, bytes) VALUES (?, ?, ?, ?, ?, 1, 1, ?)",
                 (*key, make_title(user_message), now, now, size),
             )
-            return BegunTurn(1, history, frozenset())
+            return BegunTurn(1, history, frozenset()), size
         turn = row[0] + 1
         if regenerate:
             self._drop_last_turn(db, key)
@@ -321,11 +370,11 @@ class SqliteStore:
                 (make_title(user_message), *key),
             )
         size = self._insert(db, key, turn, [{"role": "user", "content": user_message}])
-        db.execute(
+        ((total,),) = db.execute(
             "UPDATE conversations SET turns = ?, running_turn = ?, interrupted_turn = NULL,"
-            " updated_at = ?, bytes = bytes + ? WHERE owner = ? AND id = ?",
+            " updated_at = ?, bytes = bytes + ? WHERE owner = ? AND id = ? RETURNING bytes",
             (turn, turn, now, size, *key),
-        )
+        ).fetchall()
         history = [
             json.loads(body)
             for (body,) in db.execute(
@@ -340,7 +389,7 @@ class SqliteStore:
                 key,
             )
         )
-        return BegunTurn(turn, history, ids)
+        return BegunTurn(turn, history, ids), total
 
     def _drop_last_turn(self, db: sqlite3.Connection, key: tuple[str, str]) -> None:
         last = db.execute(
@@ -377,13 +426,17 @@ class SqliteStore:
         messages: list[Message],
         artifacts: list[dict[str, Any]],
         outcome: Outcome | None,
-    ) -> None:
+    ) -> tuple[None, int | None]:
+        """Nothing, and the bytes the conversation holds after the call (None: unchanged;
+        `_GONE`: it was deleted while the turn ran, so nothing was added)."""
         db, key = self.db, (owner, conversation_id)
         row = db.execute(
             "SELECT running_turn FROM conversations WHERE owner = ? AND id = ?", key
         ).fetchone()
-        if row is None or row[0] != turn:
-            return  # deleted while the turn ran: nothing to add to
+        if row is None:
+            return None, _GONE
+        if row[0] != turn:
+            return None, None  # deleted while the turn ran, and a new one began: not added
         size = self._insert(db, key, turn, messages)
         if artifacts:
             start = db.execute(
@@ -401,16 +454,20 @@ class SqliteStore:
             )
             size += _utf8_bytes(bodies)
         if outcome is not None:
-            db.execute(
+            ((total,),) = db.execute(
                 "UPDATE conversations SET running_turn = NULL, updated_at = ?, bytes = bytes + ?"
-                " WHERE owner = ? AND id = ?",
+                " WHERE owner = ? AND id = ? RETURNING bytes",
                 (self._clock(), size, *key),
-            )
-        elif size:
-            db.execute(
-                "UPDATE conversations SET bytes = bytes + ? WHERE owner = ? AND id = ?",
+            ).fetchall()
+            return None, int(total)
+        if size:
+            ((total,),) = db.execute(
+                "UPDATE conversations SET bytes = bytes + ? WHERE owner = ? AND id = ?"
+                " RETURNING bytes",
                 (size, *key),
-            )
+            ).fetchall()
+            return None, int(total)
+        return None, None
 
     def _insert(
         self,
