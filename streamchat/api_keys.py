@@ -55,7 +55,7 @@ def parse_api_keys(raw: str) -> list[KeyEntry]:
         owner, colon, key = item.strip().partition(":")
         if not item.strip():
             continue
-        if not colon or not OWNER_NAME.match(owner):
+        if not colon or not OWNER_NAME.fullmatch(owner):
             raise SettingsError(
                 f"API_KEYS entry {number} must be <owner>:<key>, the owner one word of "
                 "A-Z a-z 0-9 . _ @ + | -"
@@ -79,7 +79,7 @@ def parse_keys_file(text: str, where: str) -> list[KeyEntry]:
         digest = words[1].removeprefix("sha256:") if len(words) == 2 else ""
         if (
             len(words) != 2
-            or not OWNER_NAME.match(words[0])
+            or not OWNER_NAME.fullmatch(words[0])
             or not words[1].startswith("sha256:")
             or not re.fullmatch(r"[0-9a-f]{64}", digest)
         ):

@@ -92,7 +92,7 @@ class ProxyHeader:
 
 
 def checked_owner(owner: str) -> str:
-    if not _PRINTABLE_OWNER.match(owner):
+    if not _PRINTABLE_OWNER.fullmatch(owner):
         raise Unauthenticated(True, "the caller's name is empty, too long or not printable")
     return owner
 

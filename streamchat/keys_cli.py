@@ -54,7 +54,7 @@ def owner_of_line(line: str) -> str | None:
 
 
 def add(args: argparse.Namespace) -> int:
-    if not OWNER_NAME.match(args.owner):
+    if not OWNER_NAME.fullmatch(args.owner):
         print("streamchat: the owner must be one word of A-Z a-z 0-9 . _ @ + | -", file=sys.stderr)
         return 2
     path = keys_file(args)

@@ -122,7 +122,7 @@ def check_message(message: str, settings: Settings, param: str = "message") -> N
 
 
 def check_conversation_id(value: object, param: str) -> str:
-    if not isinstance(value, str) or not _CONVERSATION_ID.match(value):
+    if not isinstance(value, str) or not _CONVERSATION_ID.fullmatch(value):
         raise ApiError(
             400,
             "invalid_request",

@@ -165,8 +165,9 @@ def test_keys_list_shows_owners_and_remove_takes_every_key_of_one(tmp_path: Path
     assert "alice has no key" in again.stderr
 
 
-def test_keys_add_refuses_an_owner_that_is_not_one_word(tmp_path: Path) -> None:
-    added = run_keys("add", "alice smith", "--file", str(tmp_path / "keys"))
+@pytest.mark.parametrize("owner", ["alice smith", "alice\n", "alice\nbob"])
+def test_keys_add_refuses_an_owner_that_is_not_one_word(tmp_path: Path, owner: str) -> None:
+    added = run_keys("add", owner, "--file", str(tmp_path / "keys"))
 
     assert added.returncode == 2
     assert not (tmp_path / "keys").exists()
@@ -230,6 +231,7 @@ async def test_jwt_with_a_secret_checks_signature_expiry_audience_and_issuer(
         token(aud="streamchat"),  # no issuer
         token(**good, exp=None),  # no expiry
         token(**good, sub=None),  # no subject
+        token(**good, sub="alice\n"),  # a subject that would start a line of its own in a log
         unsigned(**good),  # alg: none
         "not.a.jwt",
     ):
@@ -402,6 +404,7 @@ async def test_auth_header_trusts_the_proxy_header(make_client: MakeClient) -> N
         ({"auth": "keys"}, "AUTH=keys, but no key"),
         ({"auth": "keys", "api_keys": "alice:short"}, "shorter than 16"),
         ({"auth": "keys", "api_keys": "alice smith:" + "k" * 20}, "API_KEYS entry 1"),
+        ({"auth": "keys", "api_keys": "alice\n:" + "k" * 20}, "API_KEYS entry 1"),
         ({"auth": "keys", "api_keys_file": "/nonexistent/keys"}, "API_KEYS_FILE"),
         ({"auth": "jwt"}, "exactly one of JWT_SECRET, JWT_PUBLIC_KEY and JWT_JWKS_URL"),
         ({"auth": "jwt", "jwt_secret": SECRET, "jwt_jwks_url": "https://x"}, "exactly one"),

@@ -37,6 +37,12 @@ async def error_of(client: Client, body: bytes | str) -> tuple[int, dict[str, An
             "1-128",
         ),
         ('{"message": "hi", "conversationId": ""}', "invalid_request", "conversationId", "1-128"),
+        (
+            '{"message": "hi", "conversationId": "j\\n"}',
+            "invalid_request",
+            "conversationId",
+            "1-128",
+        ),
         ('{"message": "hi", "conversationId": 5}', "invalid_request", "conversationId", "string"),
     ],
 )
@@ -59,6 +65,27 @@ async def test_conversation_id_of_129_characters_is_refused(client: Client) -> N
 
     assert status == 400
     assert error["param"] == "conversationId"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/conversation/{}"),
+        ("DELETE", "/api/conversation/{}"),
+        ("DELETE", "/conversation/{}"),
+        ("GET", "/api/conversation/{}/stream"),
+        ("POST", "/api/conversation/{}/stop"),
+    ],
+)
+@pytest.mark.parametrize("cid", ["j%0A", "j%0Ak", "%0A", "j%20"])
+async def test_a_conversation_id_in_the_path_is_checked_to_its_last_character(
+    client: Client, method: str, path: str, cid: str
+) -> None:
+    """`j` then a newline is not the id `j` (a regular expression's `$` would let it by)."""
+    response = await client.request(method, path.format(cid))
+
+    assert response.status == 400
+    assert (await response.json())["error"]["param"] == "conversationId"
 
 
 async def test_body_over_the_cap_is_a_413(make_client: MakeClient) -> None:
