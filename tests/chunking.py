@@ -24,6 +24,18 @@ def feed_in_chunks(parser: TextParser, text: str, size: int | None) -> list[Pars
     return merged(raw)
 
 
+def feed_split(parser: TextParser, text: str, cuts: list[int]) -> list[ParsedEvent]:
+    """Feed `text` cut at `cuts` (any integers, taken modulo its length + 1), flush, merge."""
+    points = [*sorted({cut % (len(text) + 1) for cut in cuts}), len(text)]
+    raw: list[ParsedEvent] = []
+    start = 0
+    for point in points:
+        raw += parser.feed(text[start:point])
+        start = point
+    raw += parser.flush()
+    return merged(raw)
+
+
 def merged(raw: list[ParsedEvent]) -> list[ParsedEvent]:
     """Merge adjacent TextChunks and adjacent deltas, checking the invariants on the way."""
     events: list[ParsedEvent] = []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamchat.artifact_ids import ArtifactIds
 from streamchat.artifacts import MAX_TAG_CHARS, ArtifactParser, ParsedEvent
 from streamchat.events import ArtifactCompleted, ArtifactContent, ArtifactStarted, TextChunk
 from tests import chunking
-from tests.chunking import completed, merged, texts
+from tests.chunking import completed, feed_split, merged, texts
 
 HELLO = (
     "Here you go:\n"
@@ -278,6 +280,22 @@ def test_every_two_piece_split_gives_the_same_events() -> None:
         events = merged(parser.feed(text[:cut]) + parser.feed(text[cut:]) + parser.flush())
 
         assert events == whole, cut
+
+
+# What tags are made of, and what sits beside them.
+TAG_PIECES = ["<artifact", "</artifact>", "</artifact >", "<artifact/>", "</artifact", "<", "</"]
+TAG_PIECES += [' id="x"', " id='y'", " title='t'", ' title="a b"', ' type="code"', ">", "/"]
+TAG_PIECES += ['"', "'", "=", "arti", "fact", "\n", "\r\n", " ", "é", "🚀", "&amp;", "```"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TAG_PIECES), max_size=40), st.lists(st.integers(0, 999)))
+def test_any_reply_cut_anywhere_gives_the_events_it_gives_whole(
+    pieces: list[str], cuts: list[int]
+) -> None:
+    text = "".join(pieces)
+
+    assert feed_split(ArtifactParser(), text, cuts) == feed_in_chunks(text, None)
 
 
 def test_a_long_reply_fed_one_character_at_a_time_parses_completely() -> None:

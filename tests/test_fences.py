@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamchat.artifact_ids import ArtifactIds
 from streamchat.artifacts import ParsedEvent
 from streamchat.events import ArtifactCompleted, ArtifactContent, ArtifactStarted, TextChunk
 from streamchat.fences import MAX_FENCE_LINE, FenceParser
 from tests import chunking
-from tests.chunking import completed, merged, texts
+from tests.chunking import completed, feed_split, merged, texts
 
 HELLO = "Voilà, 日本 🚀:\n```python\ndef hello():\n    print('Héllo, 🚀 日本!')\n```\nRun it. é"
 HELLO_BODY = "def hello():\n    print('Héllo, 🚀 日本!')"
@@ -415,6 +417,21 @@ def test_every_two_piece_split_gives_the_same_events() -> None:
         events = merged(parser.feed(text[:cut]) + parser.feed(text[cut:]) + parser.flush())
 
         assert events == whole, cut
+
+
+# What fences are made of, and what sits beside them.
+FENCE_PIECES = ["```", "````", "~~~", "`", "~", "\n", "\r\n", "\r", " ", "\t", "py", "python"]
+FENCE_PIECES += ["```py", "main.py", ":", "x", "é", "🚀", "****"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FENCE_PIECES), max_size=40), st.lists(st.integers(0, 999)))
+def test_any_reply_cut_anywhere_gives_the_events_it_gives_whole(
+    pieces: list[str], cuts: list[int]
+) -> None:
+    text = "".join(pieces)
+
+    assert feed_split(FenceParser(), text, cuts) == feed_in_chunks(text, None)
 
 
 def test_a_long_reply_fed_one_character_at_a_time_converts_completely() -> None:
