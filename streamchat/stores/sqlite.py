@@ -153,6 +153,7 @@ class SqliteStore:
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     async def open(self) -> None:
+        self._sizes.clear()  # the file may have been written by another process meanwhile
         await self._worker.call(self._open, alone=True)
         if self.path != ":memory:":
             self._checkpoints.start()
