@@ -63,8 +63,6 @@ CHECKPOINT_SECONDS = 1.0
 WRITER_CHECKPOINT_PAGES = 20_000
 # Conversations whose byte count is kept in memory, the least recently used forgotten first.
 SIZES_KEPT = 10_000
-# What a write reports when its conversation was gone (deleted while a turn ran).
-_GONE = -1
 
 # Applied in order; the file's `user_version` is how many have been applied. Never edit one
 # that has shipped: add the next.
@@ -214,7 +212,6 @@ class SqliteStore:
         return await self._run(self._recent, owner, limit, before)
 
     async def delete(self, owner: str, conversation_id: str) -> bool:
-        self._sizes.pop((owner, conversation_id), None)
         try:
             return await self._run(self._delete, owner, conversation_id)
         finally:
@@ -245,9 +242,7 @@ class SqliteStore:
 
     def _note_size(self, key: tuple[str, str], size: int | None) -> None:
         """What a committed call left the conversation holding (None: unchanged)."""
-        if size == _GONE:
-            self._sizes.pop(key, None)
-        elif size is not None:
+        if size is not None:
             self._sizes[key] = size
             self._sizes.move_to_end(key)
             if len(self._sizes) > SIZES_KEPT:
@@ -428,14 +423,13 @@ class SqliteStore:
         artifacts: list[dict[str, Any]],
         outcome: Outcome | None,
     ) -> tuple[None, int | None]:
-        """Nothing, and the bytes the conversation holds after the call (None: unchanged;
-        `_GONE`: it was deleted while the turn ran, so nothing was added)."""
+        """Nothing, and the bytes the conversation holds after the call (None: unchanged)."""
         db, key = self.db, (owner, conversation_id)
         row = db.execute(
             "SELECT running_turn FROM conversations WHERE owner = ? AND id = ?", key
         ).fetchone()
         if row is None:
-            return None, _GONE
+            return None, 0  # deleted while the turn ran: nothing to add to
         if row[0] != turn:
             return None, None  # deleted while the turn ran, and a new one began: not added
         size = self._insert(db, key, turn, messages)
