@@ -17,11 +17,7 @@ CHUNK_SIZES = [1, 2, 3, 7, None]  # None: the whole text at once
 def feed_in_chunks(parser: TextParser, text: str, size: int | None) -> list[ParsedEvent]:
     """Feed `text` in pieces of `size` (None: whole), flush, and merge adjacent pieces."""
     step = size or max(len(text), 1)
-    raw: list[ParsedEvent] = []
-    for i in range(0, len(text), step):
-        raw += parser.feed(text[i : i + step])
-    raw += parser.flush()
-    return merged(raw)
+    return feed_split(parser, text, list(range(step, len(text), step)))
 
 
 def feed_split(parser: TextParser, text: str, cuts: list[int]) -> list[ParsedEvent]:
