@@ -11,6 +11,7 @@ form.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
@@ -289,6 +290,18 @@ def from_wire(wire: dict[str, Any]) -> Event:
     if kind == "error":
         return ErrorEvent(wire["message"], wire["code"])
     raise ValueError(f"not an event type: {kind!r}")
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (and pairs written as two halves
+    joined): what an event may carry, since a frame is UTF-8 and a lone surrogate has none.
+    Text from outside (an upstream's `\\ud800` escape, a tool's result) goes through here."""
+    if text.isascii() or LONE_SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 # What json.dumps(text, ensure_ascii=False) gives for a string, without its Python frames (the

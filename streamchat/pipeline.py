@@ -36,6 +36,7 @@ from streamchat.events import (
     ToolError,
     ToolExecuting,
     Usage,
+    clean,
 )
 from streamchat.fences import FenceParser
 from streamchat.providers.base import ModelRequest, Provider, Stream, UpstreamError
@@ -220,11 +221,13 @@ async def _run_tool(
     tools: Tools, call: ToolCall, context: ToolContext
 ) -> ToolCompleted | ToolError:
     started = time.perf_counter()
+    # A tool's text comes from outside (a file's name read with `surrogateescape`, an MCP
+    # server's `\ud800` escape): a lone surrogate in it could not be sent as UTF-8.
     try:
         result = await tools.run(call.name, call.arguments, context)
     except ToolFailure as exc:
-        return ToolError(call.name, call.id, call.arguments, str(exc), _ms_since(started))
-    return ToolCompleted(call.name, call.id, call.arguments, result, _ms_since(started))
+        return ToolError(call.name, call.id, call.arguments, clean(str(exc)), _ms_since(started))
+    return ToolCompleted(call.name, call.id, call.arguments, clean(result), _ms_since(started))
 
 
 # The two text stages return the parsing generator itself rather than wrapping it in one more:

@@ -462,3 +462,40 @@ async def test_a_tool_that_waits_has_its_tool_executing_sent_while_it_runs(
     seen += await response.content.read()
     assert seen.index(b"event: tool_completed") > seen.index(b"event: tool_executing")
     assert b'"result":"ada: found"' in seen
+
+
+async def test_a_tool_whose_text_has_a_lone_surrogate_still_ends_its_turn(
+    aiohttp_client: AiohttpClient, upstream: FakeUpstream
+) -> None:
+    # A file name read with `surrogateescape`, or an MCP server's `\udcff` escape: a frame is
+    # UTF-8, so the character becomes U+FFFD rather than the stream breaking off unterminated.
+    registry = ToolRegistry(timeout_seconds=10)
+
+    def list_folder(path: str) -> str:
+        """Lists a folder."""
+        return f"{path}: caf\udce9.txt"
+
+    def open_file(path: str) -> str:
+        """Opens a file."""
+        raise PermissionError(f"{path}/caf\udce9.txt is locked")
+
+    registry.register(list_folder)
+    registry.register(open_file)
+    tools = CombinedToolset([FunctionToolset(registry)])
+    settings = make_settings(openrouter_base_url=upstream.base_url)
+    client = await aiohttp_client(create_app(settings, tools=tools))
+    upstream.add(
+        tool_reply(("c1", "list_folder", {"path": "/tmp"}), ("c2", "open_file", {"path": "/x"})),
+        text_reply("done"),
+    )
+
+    reply = await stream(client, "what is there?", conversationId="files")
+
+    reply.raw.decode("utf-8")  # strict: every frame is UTF-8
+    assert reply.types[-1] == "completion"
+    assert reply.of("tool_completed")[0]["result"] == "/tmp: caf\ufffd.txt"
+    assert "/x/caf\ufffd.txt" in reply.of("tool_error")[0]["error"]
+    stored = await (await client.get("/api/conversation/files")).json()
+    results = [m["content"] for m in stored["messages"] if m["role"] == "tool"]
+    assert results[0] == "/tmp: caf\ufffd.txt"
+    assert "/x/caf\ufffd.txt" in results[1]

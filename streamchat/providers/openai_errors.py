@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from streamchat.events import LONE_SURROGATE
 from streamchat.providers.base import UpstreamError
 
 # What a person reads for each error code. The upstream's raw answer goes to the log instead.
@@ -37,7 +38,6 @@ _UNSAFE = re.compile(
     re.IGNORECASE,
 )
 _EXCEPTION_NAME = re.compile(r"\b[A-Z]\w*Error\b")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_SHOWN = 300
 
 
@@ -46,7 +46,7 @@ def shown_to_person(said: str) -> str:
     text = " ".join(said.split())
     if not text or len(text) > _MAX_SHOWN or "\n" in said.strip():
         return ""
-    if _UNSAFE.search(text) or _EXCEPTION_NAME.search(text) or _SURROGATE.search(text):
+    if _UNSAFE.search(text) or _EXCEPTION_NAME.search(text) or LONE_SURROGATE.search(text):
         return ""
     return text
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamchat.events import Finish, ModelDelta, TextChunk, ToolCall, Usage
+from streamchat.events import LONE_SURROGATE, Finish, ModelDelta, TextChunk, ToolCall, Usage, clean
 from streamchat.providers.base import UpstreamError
 from streamchat.providers.openai_errors import malformed, person_message, stream_error
 from streamchat.sse import SSEComment, SSEEvent
@@ -42,7 +41,6 @@ except ImportError as exc:  # no `fast` extra (msgspec has no wheel for some pla
     CHUNK_DECODER = None  # type: ignore[assignment]
     BODY_ENCODER = None  # type: ignore[assignment]
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_COUNT = 2**53  # a token count past this is not a count (and JavaScript cannot hold it)
 # Just below Python's recursion limit, msgspec reads a few levels deeper than json.loads, which
 # refuses such a chunk as nested too deeply. A chunk that could nest past this depth (this many
@@ -180,7 +178,7 @@ class RoundAssembler:
         """Text without lone surrogates; a pair split across two chunks is joined again."""
         if self._high:
             text, self._high = self._high + text, ""
-        if _SURROGATE.search(text) is None:
+        if LONE_SURROGATE.search(text) is None:
             return text
         if "\ud800" <= text[-1] <= "\udbff":
             text, self._high = text[:-1], text[-1]
@@ -262,13 +260,6 @@ class RoundAssembler:
     def finish(self) -> Finish:
         model = clean(self.model) if self.model else None
         return Finish(self.finish_reason, model, clean(self.id) if self.id else None, self.usage)
-
-
-def clean(text: str) -> str:
-    """`text` with every lone surrogate replaced by U+FFFD, and split pairs joined."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _serialized(arguments: dict[str, Any]) -> str:
