@@ -429,14 +429,18 @@ async def store(factory: Any) -> Any:  # noqa: F811 (factory comes from test_sto
 async def test_every_store_counts_the_bytes_a_conversation_holds(store: Store) -> None:
     assert await store.stored_bytes("me", "c") == 0
     await run_turn(store, "c", "hello", "a reply with ünïcödé")
+    async with store.lock("me", "c"):
+        begun = await store.begin_turn("me", "c", "be brief", "and a file")
+        artifact = {"artifactId": "a", "title": "café", "content": "naïve \x7f 🚀", "turn": 2}
+        await store.end_turn("me", "c", begun.number, [], [artifact], "completed")
     conversation = await store.load("me", "c")
     assert conversation is not None
 
     counted = await store.stored_bytes("me", "c")
-    exact = sum(stored_size(m) for m in conversation.messages)
 
-    # Redis counts its entries, each with a `<turn>\n<role>\n` tag.
-    assert exact <= counted <= exact + 16 * len(conversation.messages)
+    # Every store gives the same count: the messages and artifacts as JSON, in UTF-8.
+    values = [*conversation.messages, *conversation.artifacts]
+    assert counted == sum(stored_size(value) for value in values)
     assert await store.stored_bytes("someone else", "c") == 0
 
 
@@ -452,7 +456,6 @@ async def test_a_regenerated_turn_gives_back_its_bytes(store: Store) -> None:
             "me", "c", begun.number, [{"role": "assistant", "content": "ok"}], [], "completed"
         )
 
-    # Turn numbers keep counting after a regenerate: 3 against 2, one digit each.
     assert await store.stored_bytes("me", "c") == await store.stored_bytes("me", "same")
 
 

@@ -65,9 +65,16 @@ POLL_SECONDS = (0.005, 0.01, 0.02, 0.05)  # the lease wait: quick at first, then
 
 # Entries of the message and artifact lists are `<turn>\n<tag>\n<json>`: the tag is the
 # message's role or the artifact's id as JSON, so a script finds what it needs without
-# decoding bodies. JSON never contains a raw newline. The hash's `bytes` counts the entries of
-# both lists, so a conversation past MAX_CONVERSATION_BYTES is refused without being read.
-BEGIN = """
+# decoding bodies. JSON never contains a raw newline. The hash's `bytes` counts the JSON of the
+# entries of both lists, as every store counts a conversation (their heads left out), so a
+# conversation past MAX_CONVERSATION_BYTES is refused without being read.
+BODY_SIZE = """
+local function body_size(entry) return #entry - #string.match(entry, '^%d+\\n[^\\n]*\\n') end
+"""
+
+BEGIN = (
+    BODY_SIZE
+    + """
 -- KEYS: meta, messages, artifacts, recent, lease
 -- ARGV: token, now, title, system entry ('' for none), user message JSON, regenerate, id,
 --       the lease's milliseconds when this script takes it ('' when the turn holds it already)
@@ -81,8 +88,12 @@ local turns = tonumber(redis.call('HGET', KEYS[1], 'turns'))
 local artifacts = redis.call('LRANGE', KEYS[3], 0, -1)
 if turns == nil then
   turns = 0
-  redis.call('HSET', KEYS[1], 'title', ARGV[3], 'created', ARGV[2], 'bytes', #ARGV[4])
-  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+  local system = 0
+  if ARGV[4] ~= '' then
+    redis.call('RPUSH', KEYS[2], ARGV[4])
+    system = body_size(ARGV[4])
+  end
+  redis.call('HSET', KEYS[1], 'title', ARGV[3], 'created', ARGV[2], 'bytes', system)
 elseif ARGV[6] == '1' then
   local entries = redis.call('LRANGE', KEYS[2], 0, -1)
   local last, users = nil, 0
@@ -94,7 +105,7 @@ elseif ARGV[6] == '1' then
         last = tonumber(turn)
         if i == 1 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, i - 2) end
         local dropped = 0
-        for j = i, #entries do dropped = dropped + #entries[j] end
+        for j = i, #entries do dropped = dropped + body_size(entries[j]) end
         redis.call('HINCRBY', KEYS[1], 'bytes', 0 - dropped)
       end
     end
@@ -105,7 +116,7 @@ elseif ARGV[6] == '1' then
       if tonumber(string.match(entry, '^(%d+)\\n')) < last then
         table.insert(kept, entry)
       else
-        dropped = dropped + #entry
+        dropped = dropped + body_size(entry)
       end
     end
     redis.call('HINCRBY', KEYS[1], 'bytes', 0 - dropped)
@@ -128,7 +139,7 @@ else
 end
 local user = turns .. '\\nuser\\n' .. ARGV[5]
 redis.call('RPUSH', KEYS[2], user)
-redis.call('HINCRBY', KEYS[1], 'bytes', #user)
+redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[7])
 local ids = {}
 for _, entry in ipairs(artifacts) do
@@ -136,8 +147,11 @@ for _, entry in ipairs(artifacts) do
 end
 return {turns, redis.call('LRANGE', KEYS[2], 0, -1), ids}
 """
+)
 
-WRITE = """
+WRITE = (
+    BODY_SIZE
+    + """
 -- KEYS: meta, messages, artifacts, recent, lease
 -- ARGV: token, turn, now ('' unless the turn ends), id, message count, messages..., artifacts...
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return -1 end
@@ -145,7 +159,7 @@ if redis.call('HGET', KEYS[1], 'running') ~= ARGV[2] then return 0 end
 local count, size = tonumber(ARGV[5]), 0
 for i = 6, 5 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 for i = 6 + count, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-for i = 6, #ARGV do size = size + #ARGV[i] end
+for i = 6, #ARGV do size = size + body_size(ARGV[i]) end
 redis.call('HINCRBY', KEYS[1], 'bytes', size)
 if ARGV[3] ~= '' then
   redis.call('HDEL', KEYS[1], 'running', 'token')
@@ -155,6 +169,7 @@ if ARGV[3] ~= '' then
 end
 return 1
 """
+)
 
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end

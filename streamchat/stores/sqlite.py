@@ -439,7 +439,7 @@ class SqliteStore:
                 " WHERE owner = ? AND conversation_id = ?",
                 key,
             ).fetchone()[0]
-            bodies = [json.dumps(a) for a in artifacts]
+            bodies = [json.dumps(a, ensure_ascii=False) for a in artifacts]
             db.executemany(
                 "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                 [
