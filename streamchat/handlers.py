@@ -21,6 +21,7 @@ from streamchat.ids import random_hex
 from streamchat.logs import TURN_LOG
 from streamchat.protocols.native import serve, tell_interrupted
 from streamchat.requests import (
+    check_model,
     conversation_id_of,
     last_event_id,
     no_conversation,
@@ -58,7 +59,10 @@ async def start_turn(request: web.Request, turn: TurnRequest, new: bool = False)
     return running
 
 
-def model_of(request: web.Request, asked: str | None) -> str:
+def model_of(request: web.Request, asked: str | None, param: str = "model") -> str:
+    """The model a request asked for (every protocol's), or the server's default."""
+    if asked is not None:
+        check_model(asked, param)
     return (asked or "").strip() or request.app[BACKEND].model
 
 

@@ -24,6 +24,7 @@ from streamchat.requests import (
     CURSOR_PATTERN,
     EVENT_ID_PATTERN,
     LIST_LIMIT,
+    MAX_MODEL_CHARS,
     NOT_BLANK_PATTERN,
     ChatRequest,
 )
@@ -184,6 +185,7 @@ def _loose_errors(statuses: tuple[int, ...]) -> dict[str, Any]:
 def _protocol_paths() -> dict[str, Any]:
     messages = {"type": "array", "minItems": 1, "items": {"type": "object"}}
     id_schema = {"type": "string", "pattern": CONVERSATION_ID_PATTERN}
+    model = {"type": "string", "maxLength": MAX_MODEL_CHARS}
     return {
         "/api/chat": {
             "post": {
@@ -202,7 +204,7 @@ def _protocol_paths() -> dict[str, Any]:
                                     "id": id_schema,
                                     "messages": messages,
                                     "trigger": {"type": "string"},
-                                    "model": {"type": "string"},
+                                    "model": model,
                                 },
                             }
                         }
@@ -240,7 +242,7 @@ def _protocol_paths() -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["messages"],
                                 "properties": {
-                                    "model": {"type": "string"},
+                                    "model": model,
                                     "messages": messages,
                                     "stream": {"type": "boolean"},
                                 },
@@ -289,6 +291,10 @@ def _protocol_paths() -> dict[str, Any]:
                                     "threadId": id_schema,
                                     "runId": {"type": "string", "minLength": 1, "maxLength": 128},
                                     "messages": messages,
+                                    "forwardedProps": {
+                                        "type": "object",
+                                        "properties": {"model": model},
+                                    },
                                 },
                             }
                         }

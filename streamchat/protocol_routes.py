@@ -22,6 +22,7 @@ from streamchat.providers.base import Message
 from streamchat.requests import (
     check_conversation_id,
     check_message,
+    check_unicode,
     conversation_id_of,
     owner_of,
     read_json_object,
@@ -180,19 +181,27 @@ async def agui_run(request: web.Request) -> web.StreamResponse:
     run_id = body.get("runId")
     if not isinstance(run_id, str) or not run_id or len(run_id) > 128:
         raise ApiError(400, "invalid_request", "'runId' must be a string", "runId")
+    check_unicode(run_id, "runId")  # every event of the run carries it
     text = agui.user_text(body)
     if text is None:
         raise ApiError(400, "invalid_request", "'messages' must hold a user message", "messages")
     check_message(text, request.app[SETTINGS], "messages")
     props: Any = body.get("forwardedProps")
     model = props.get("model") if isinstance(props, dict) else None
+    if model is not None and not isinstance(model, str):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "'forwardedProps.model' must be a string",
+            "forwardedProps.model",
+        )
     turn = await start_turn(
         request,
         TurnRequest(
             owner_of(request),
             thread_id,
             text,
-            model_of(request, model if isinstance(model, str) else None),
+            model_of(request, model, "forwardedProps.model"),
         ),
     )
     return await serve(request, turn.log, -1, turn, agui.AguiEncoder(thread_id, run_id))

@@ -35,11 +35,15 @@ NOT_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u2
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 
+# The longest model name a request may ask for, in any protocol.
+MAX_MODEL_CHARS = 256
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
 
     message: str
-    model: str | None = Field(None, max_length=256)
+    model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     conversation_id: str | None = Field(
         None, alias="conversationId", pattern=CONVERSATION_ID_PATTERN
     )
@@ -105,11 +109,27 @@ async def read_json_object(request: web.Request, settings: Settings) -> dict[str
     return body
 
 
-def check_message(message: str, settings: Settings, param: str = "message") -> None:
-    if not _is_unicode(message):
+def check_unicode(value: str, param: str) -> None:
+    """Refuse a string with a lone surrogate (JSON's `\\ud800` escape): it has no UTF-8, so
+    it could not be stored, sent back in a frame, or be a metrics label."""
+    if not _is_unicode(value):
         raise ApiError(
             400, "invalid_request", f"'{param}' is not valid Unicode (a lone surrogate)", param
         )
+
+
+def check_model(model: str, param: str = "model") -> None:
+    """A model name asked for in any protocol: it is sent back in events, logged, and labels
+    the metrics."""
+    if len(model) > MAX_MODEL_CHARS:
+        raise ApiError(
+            400, "invalid_request", f"'{param}' is over {MAX_MODEL_CHARS} characters", param
+        )
+    check_unicode(model, param)
+
+
+def check_message(message: str, settings: Settings, param: str = "message") -> None:
+    check_unicode(message, param)
     if not message.strip():
         raise ApiError(400, "invalid_request", f"'{param}' must not be empty", param)
     if len(message) > settings.max_message_chars:
@@ -138,10 +158,6 @@ async def parse_chat_request(request: web.Request, settings: Settings) -> ChatRe
         chat = ChatRequest.model_validate(body)
     except ValidationError as exc:
         raise _validation_error(exc) from None
-    if chat.model is not None and not _is_unicode(chat.model):
-        raise ApiError(
-            400, "invalid_request", "'model' is not valid Unicode (a lone surrogate)", "model"
-        )
     check_message(chat.message, settings)
     return chat
 

@@ -28,7 +28,7 @@ from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import MIGRATIONS, SqliteStore, migrate
 from streamchat.web import STORE
 from tests.conftest import MakeClient, parse_events, stream
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, text_reply
 from tests.test_stores import Clock, factory, run_turn  # noqa: F401 (factory: a fixture)
 
 Client = TestClient[Any, Any]
@@ -119,6 +119,61 @@ async def test_wrong_types_and_text_that_is_not_unicode_name_the_field(
     assert response.status == 400
     assert error["param"] == param
     assert upstream.requests == []
+
+
+USER = '{"role":"user","content":"hi"}'
+AISDK_USER = '{"id":"u1","role":"user","parts":[{"type":"text","text":"hi"}]}'
+AGUI = '"threadId":"t1","messages":[{"id":"u1","role":"user","content":"hi"}],"tools":[]'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", f'{{"model":"m\\ud800","messages":[{USER}]}}', "model"),
+        (
+            "/v1/chat/completions",
+            f'{{"model":"m\\ud800","stream":true,"messages":[{USER}]}}',
+            "model",
+        ),
+        ("/v1/chat/completions", f'{{"model":"{"m" * 257}","messages":[{USER}]}}', "model"),
+        ("/api/chat", f'{{"id":"a1","model":"m\\udfff","messages":[{AISDK_USER}]}}', "model"),
+        ("/api/agui", f'{{{AGUI},"runId":"r\\ud800"}}', "runId"),
+        (
+            "/api/agui",
+            f'{{{AGUI},"runId":"r1","forwardedProps":{{"model":"m\\ud800"}}}}',
+            "forwardedProps.model",
+        ),
+        (
+            "/api/agui",
+            f'{{{AGUI},"runId":"r1","forwardedProps":{{"model":7}}}}',
+            "forwardedProps.model",
+        ),
+    ],
+    ids=[
+        "openai",
+        "openai-stream",
+        "openai-long-model",
+        "aisdk",
+        "agui-run-id",
+        "agui-model",
+        "agui-model-not-a-string",
+    ],
+)
+async def test_every_protocol_refuses_a_model_or_id_it_could_not_send_back(
+    make_client: MakeClient, upstream: FakeUpstream, path: str, body: str, param: str
+) -> None:
+    # A lone surrogate has no UTF-8: taken in, it broke the stream off before its first frame,
+    # and as a metrics label it failed every later scrape of /metrics.
+    client = await make_client(metrics=True)
+    upstream.add(text_reply("ok"))
+
+    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+
+    error = await error_of(response)
+    assert response.status == 400
+    assert error["param"] == param
+    assert upstream.requests == []
+    assert (await client.get("/metrics")).status == 200
 
 
 async def test_an_escaped_nul_in_a_message_is_just_a_character(make_client: MakeClient) -> None:
