@@ -76,7 +76,7 @@ async def test_openai_without_stream_gets_the_whole_answer_and_artifacts_as_text
     content = completion.choices[0].message.content
     assert content is not None
     assert content.startswith("Here it is:")
-    assert '**hi.py**\n```python\nprint("hi")\n```' in content
+    assert '**hi.py**\n````python\nprint("hi")\n````' in content
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.total_tokens == 15
     extra = completion.model_extra or {}
@@ -84,6 +84,49 @@ async def test_openai_without_stream_gets_the_whole_answer_and_artifacts_as_text
         "artifact_started",
         "artifact_completed",
     ]
+
+
+README = (
+    '<artifact id="readme" type="document" title="README.md" language="markdown">\n'
+    "# Use\n```sh\npip install x\n```\n</artifact>"
+)
+DEEPER = '<artifact id="deep" type="document" title="notes.md">\n````\n```\n````\n</artifact>'
+
+
+def fenced_block(content: str, title: str) -> tuple[str, str]:
+    """The fence and the text of the block under `**title**`, read as CommonMark reads it: the
+    block ends at the first line of only backticks, at least as many as open it."""
+    lines = content.split(f"**{title}**\n", 1)[1].split("\n")
+    fence = lines[0][: len(lines[0]) - len(lines[0].lstrip("`"))]
+    for n, line in enumerate(lines[1:], 1):
+        if line.strip().startswith(fence) and not line.strip().strip("`"):
+            return fence, "\n".join(lines[1:n])
+    raise AssertionError(f"the block of {title} never ends")
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+async def test_openai_a_markdown_artifact_with_code_blocks_stays_one_block(
+    base: str, upstream: FakeUpstream, stream: bool
+) -> None:
+    upstream.add(text_reply("Here:", README, " and ", DEEPER, " done."))
+
+    async with client(base) as api:
+        if stream:
+            chunks = await api.chat.completions.create(
+                model="fake/model-1", messages=[{"role": "user", "content": "docs"}], stream=True
+            )
+            pieces = [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+            content = "".join(pieces)
+        else:
+            answer = await api.chat.completions.create(
+                model="fake/model-1", messages=[{"role": "user", "content": "docs"}]
+            )
+            content = answer.choices[0].message.content or ""
+
+    assert fenced_block(content, "README.md") == ("````", "# Use\n```sh\npip install x\n```")
+    assert content.endswith(" done.")
+    if not stream:  # the whole answer knows the content, and fences it past its four backticks
+        assert fenced_block(content, "notes.md") == ("`````", "````\n```\n````")
 
 
 async def test_openai_messages_are_the_whole_history_without_a_conversation_header(

@@ -11,6 +11,7 @@ clients keep as an extra attribute and otherwise ignore.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -57,11 +58,25 @@ ERROR_STATUS = {
 _CONTENT_END = '},"finish_reason":null}]}\n\n'
 
 
-def artifact_opening(event: ArtifactStarted) -> str:
-    return f"\n\n**{event.title}**\n```{event.language or ''}\n"
+# An artifact's fence: longer than the ``` of the code blocks a Markdown document (or a
+# docstring) inside it holds, since a fence is closed by any line of as many backticks or more.
+FENCE = "````"
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,})", re.MULTILINE)
 
 
-ARTIFACT_CLOSING = "\n```\n\n"
+def artifact_opening(event: ArtifactStarted, fence: str = FENCE) -> str:
+    return f"\n\n**{event.title}**\n{fence}{event.language or ''}\n"
+
+
+def artifact_closing(fence: str = FENCE) -> str:
+    return f"\n{fence}\n\n"
+
+
+def fence_for(content: str) -> str:
+    """The shortest fence, `FENCE` at least, that no line of `content` closes (a whole answer
+    knows its artifacts' content; a streamed one opens each before it has any)."""
+    longest = max((len(run) for run in _FENCE_LINE.findall(content)), default=0)
+    return "`" * max(len(FENCE), longest + 1)
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
@@ -132,7 +147,7 @@ class ChunkEncoder:
                 case ArtifactCompleted():
                     out.append(
                         self._chunk(
-                            {"content": ARTIFACT_CLOSING},
+                            {"content": artifact_closing()},
                             streamchat=_extension(event, first + n, elapsed[n]),
                         )
                     )
@@ -170,6 +185,9 @@ class Collector:
         self.activity: list[dict[str, Any]] = []
         self.terminal: Completion | ErrorEvent | None = None
         self.turn = 0
+        # Each open artifact's start, and where its opening goes in `content` once its fence
+        # is known (at its end).
+        self._opened: dict[str, tuple[int, ArtifactStarted]] = {}
 
     def encode(self, turn: int, first: int, events: list[Event], elapsed: list[float]) -> bytes:
         self.turn = turn
@@ -177,13 +195,18 @@ class Collector:
             match event:
                 case TextChunk(text=text):
                     self.content.append(text)
-                case ArtifactStarted():
+                case ArtifactStarted(artifact_id=artifact_id):
+                    self._opened[artifact_id] = (len(self.content), event)
                     self.content.append(artifact_opening(event))
                     self.activity.append(_extension(event, first + n, elapsed[n]))
                 case ArtifactContent(content_delta=delta):
                     self.content.append(delta)
-                case ArtifactCompleted():
-                    self.content.append(ARTIFACT_CLOSING)
+                case ArtifactCompleted(artifact_id=artifact_id, content=content):
+                    fence = fence_for(content)
+                    if artifact_id in self._opened:
+                        at, started = self._opened.pop(artifact_id)
+                        self.content[at] = artifact_opening(started, fence)
+                    self.content.append(artifact_closing(fence))
                     self.activity.append(_extension(event, first + n, elapsed[n]))
                 case ToolExecuting() | ToolCompleted() | ToolError() | ToolApprovalRequired():
                     self.activity.append(_extension(event, first + n, elapsed[n]))
