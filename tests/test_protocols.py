@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 from ag_ui.core import Event as AguiEvent
+from markdown_it import MarkdownIt
 from pydantic import TypeAdapter
 
 from streamchat.sse import SSEDecoder, SSEEvent
@@ -87,25 +88,29 @@ async def test_openai_without_stream_gets_the_whole_answer_and_artifacts_as_text
 
 
 README = (
-    '<artifact id="readme" type="document" title="README.md" language="markdown">\n'
+    '<artifact id="readme" type="document" title="__init__.py docs" language="markdown">\n'
     "# Use\n```sh\npip install x\n```\n</artifact>"
 )
-DEEPER = '<artifact id="deep" type="document" title="notes.md">\n````\n```\n````\n</artifact>'
+DEEPER = '<artifact id="deep" type="document" title="notes_[1].md">\n````\n```\n````\n</artifact>'
 
 
-def fenced_block(content: str, title: str) -> tuple[str, str]:
-    """The fence and the text of the block under `**title**`, read as CommonMark reads it: the
-    block ends at the first line of only backticks, at least as many as open it."""
-    lines = content.split(f"**{title}**\n", 1)[1].split("\n")
-    fence = lines[0][: len(lines[0]) - len(lines[0].lstrip("`"))]
-    for n, line in enumerate(lines[1:], 1):
-        if line.strip().startswith(fence) and not line.strip().strip("`"):
-            return fence, "\n".join(lines[1:n])
-    raise AssertionError(f"the block of {title} never ends")
+def artifact_blocks(content: str) -> dict[str, tuple[str, str]]:
+    """What a CommonMark client shows of each artifact: a paragraph that is one bold span (its
+    text), then a fenced block (its fence and content)."""
+    tokens = MarkdownIt("commonmark").parse(content)
+    blocks = {}
+    for at, token in enumerate(tokens):
+        if token.type != "fence" or tokens[at - 1].type != "paragraph_close":
+            continue
+        inline = [c for c in tokens[at - 2].children or [] if c.type != "text" or c.content]
+        if inline and [inline[0].type, inline[-1].type] == ["strong_open", "strong_close"]:
+            title = "".join(child.content for child in inline[1:-1])
+            blocks[title] = (token.markup, token.content)
+    return blocks
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
-async def test_openai_a_markdown_artifact_with_code_blocks_stays_one_block(
+async def test_openai_an_artifact_reads_as_its_title_then_one_block_of_its_content(
     base: str, upstream: FakeUpstream, stream: bool
 ) -> None:
     upstream.add(text_reply("Here:", README, " and ", DEEPER, " done."))
@@ -123,10 +128,12 @@ async def test_openai_a_markdown_artifact_with_code_blocks_stays_one_block(
             )
             content = answer.choices[0].message.content or ""
 
-    assert fenced_block(content, "README.md") == ("````", "# Use\n```sh\npip install x\n```")
+    blocks = artifact_blocks(content)
+    # Markup in a title is shown as written; a document's code blocks stay inside its block.
+    assert blocks["__init__.py docs"] == ("````", "# Use\n```sh\npip install x\n```\n")
     assert content.endswith(" done.")
     if not stream:  # the whole answer knows the content, and fences it past its four backticks
-        assert fenced_block(content, "notes.md") == ("`````", "````\n```\n````")
+        assert blocks["notes_[1].md"] == ("`````", "````\n```\n````\n")
 
 
 async def test_openai_messages_are_the_whole_history_without_a_conversation_header(

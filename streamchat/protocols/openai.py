@@ -64,8 +64,13 @@ FENCE = "````"
 _FENCE_LINE = re.compile(r"^ {0,3}(`{3,})", re.MULTILINE)
 
 
+# What could start markup inside the bold title (`__init__.py` would lose its underscores).
+_TITLE_MARKUP = re.compile(r"([\\`*_\[\]<>~&])")
+
+
 def artifact_opening(event: ArtifactStarted, fence: str = FENCE) -> str:
-    return f"\n\n**{event.title}**\n{fence}{event.language or ''}\n"
+    title = _TITLE_MARKUP.sub(r"\\\1", " ".join(event.title.split()))
+    return f"\n\n**{title}**\n{fence}{event.language or ''}\n"
 
 
 def artifact_closing(fence: str = FENCE) -> str:
