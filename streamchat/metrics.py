@@ -49,6 +49,10 @@ FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0
 TURN_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# A request names its model, so the models labelled are capped: past this many, the rest count
+# as "other" (an upstream that answers whatever model is named would otherwise let any client
+# add series to every scrape, one per name it makes up).
+MAX_MODEL_LABELS = 100
 
 
 class Metrics:
@@ -56,6 +60,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        self._models: set[str] = set()  # the models with labels of their own
         ProcessCollector(registry=registry)
         GCCollector(registry=registry)
         self.turns_started = Counter(
@@ -169,10 +174,19 @@ class Metrics:
         if first_event_seconds is not None:
             self.first_token.observe(first_event_seconds)
         if usage is not None:
+            model = self._model_label(model)
             self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
             self.tokens.labels(model, "completion").inc(usage.completion_tokens)
             if usage.cost is not None and usage.cost > 0:
                 self.cost.labels(model).inc(usage.cost)
+
+    def _model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODEL_LABELS:
+            return "other"
+        self._models.add(model)
+        return model
 
     def tool_called(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()

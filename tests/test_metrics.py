@@ -6,9 +6,11 @@ import json
 import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamchat import metrics
 from streamchat.settings import Settings
 from tests.conftest import ROOT, MakeClient, stream
 from tests.fake_upstream import USAGE, FakeUpstream, HttpError, paced, text_reply, tool_reply
@@ -105,6 +107,24 @@ async def test_a_tool_name_the_model_made_up_is_counted_as_unknown(
 
     assert after.value("streamchat_tool_calls_total", tool="unknown", outcome="error") == 1
     assert not any("teleport" in str(key) for key in after.samples)
+
+
+async def test_models_past_the_cap_are_counted_as_other(
+    client: Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upstream here answers whatever model is named, as some OpenAI-compatible servers do:
+    # without the cap, each made-up name would be series of its own in every scrape.
+    monkeypatch.setattr(metrics, "MAX_MODEL_LABELS", 2)
+    for name in ("m/one", "m/two", "m/three", "m/four", "m/one"):
+        upstream.add(text_reply("ok"))
+        await stream(client, "go", model=name)
+    after = await scrape(client)
+
+    prompt = USAGE["prompt_tokens"]
+    assert after.value("streamchat_tokens_total", model="m/one", kind="prompt") == 2 * prompt
+    assert after.value("streamchat_tokens_total", model="m/two", kind="prompt") == prompt
+    assert after.value("streamchat_tokens_total", model="other", kind="prompt") == 2 * prompt
+    assert not any("m/three" in str(key) or "m/four" in str(key) for key in after.samples)
 
 
 async def test_an_upstream_429_is_counted_with_its_retry_and_a_final_one_as_the_turn_error(
