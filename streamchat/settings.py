@@ -170,6 +170,10 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None}).validated()
 
     def validated(self) -> Settings:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type in (float, "float") and not math.isfinite(value):
+                raise SettingsError(f"{field.name.upper()} must be a finite number, not {value!r}")
         for name in (
             "max_message_chars",
             "max_body_bytes",
@@ -198,17 +202,19 @@ class Settings:
             "limit_tokens_per_day",
             "limit_cost_per_day",
             "max_turn_seconds",
+            "ping_interval_seconds",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
+        for name in ("tool_timeout_seconds", "upstream_read_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be more than 0")
         if self.backend not in ("auto", "openrouter", "local"):
             raise SettingsError(f"BACKEND must be auto, openrouter or local, not {self.backend!r}")
         if self.artifact_fences not in ("auto", "on", "off"):
             raise SettingsError(
                 f"ARTIFACT_FENCES must be auto, on or off, not {self.artifact_fences!r}"
             )
-        if not math.isfinite(self.limit_cost_per_day):
-            raise SettingsError("LIMIT_COST_PER_DAY must be a finite number of US dollars")
         patterns = self.allowed_model_patterns
         if patterns and not any(fnmatchcase(self.default_model, p) for p in patterns):
             raise SettingsError(

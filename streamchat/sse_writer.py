@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class Pinger:
-    """Looks at every open stream a few times per interval and pings the quiet ones."""
+    """Looks at every open stream a few times per interval and pings the quiet ones (an
+    interval of 0: never; the streams are still counted)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -36,7 +37,8 @@ class Pinger:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sse-pinger")
+        if self.interval > 0:
+            self._task = asyncio.create_task(self._run(), name="sse-pinger")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -376,6 +377,22 @@ async def test_ping_comment_is_sent_during_silence(
 
     assert b": ping\n\n" in reply.raw
     assert reply.raw.index(b": ping") < reply.raw.index(b"event: text")
+    assert reply.types == ["text", "completion"]
+
+
+async def test_a_ping_interval_of_0_sends_no_ping_and_leaves_the_loop_idle(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    # 0 once made the pinger's loop sleep(0) forever: a core at 100% with nothing to do.
+    client = await make_client(ping_interval_seconds=0)
+    upstream.add([Sleep(0.3), *text_reply("late")])
+    loop = asyncio.get_running_loop()
+    started, cpu = loop.time(), time.process_time()
+
+    reply = await stream(client, "slow")
+
+    assert time.process_time() - cpu < 0.5 * (loop.time() - started)
+    assert b": ping" not in reply.raw
     assert reply.types == ["text", "completion"]
 
 
