@@ -247,6 +247,10 @@ async def test_writes_of_a_turn_whose_conversation_was_deleted_go_nowhere(store:
         await turn.end("completed")
 
     assert await store.load("me", "c") is None
+    # Its end let the conversation go: a new one of that id begins at once (on Redis it waited
+    # out the lease, 20 s by default, before the end released it whatever became of the rest).
+    number = await asyncio.wait_for(run_turn(store, "c", "again"), 5)
+    assert number == 1
 
 
 # --- SQLite: durability, migrations, interrupted turns -----------------------------------------

@@ -155,7 +155,12 @@ WRITE = (
 -- KEYS: meta, messages, artifacts, recent, lease
 -- ARGV: token, turn, now ('' unless the turn ends), id, message count, messages..., artifacts...
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return -1 end
-if redis.call('HGET', KEYS[1], 'running') ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[1], 'running') ~= ARGV[2] then
+  -- The conversation was deleted under the turn: its writes go nowhere, and its end still
+  -- lets the conversation go (a new one of that id would wait out the lease otherwise).
+  if ARGV[3] ~= '' then redis.call('DEL', KEYS[5]) end
+  return 0
+end
 local count, size = tonumber(ARGV[5]), 0
 for i = 6, 5 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 for i = 6 + count, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
