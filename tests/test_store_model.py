@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,19 @@ turns = st.builds(
     st.sampled_from(["completed", "cancelled", "error", "interrupted"]),
 )
 deletes = st.builds(DeleteOp, st.sampled_from(OWNERS), st.sampled_from(IDS))
-operations = st.lists(st.one_of(turns, turns, turns, deletes), min_size=1, max_size=10)
+
+
+@dataclass(frozen=True)
+class OverlapOp:
+    """`inner` runs whole while `outer` is under way (begun, its round stored, not ended): two
+    conversations' turns at once, or a delete of the conversation whose turn runs."""
+
+    outer: TurnOp
+    inner: TurnOp | DeleteOp
+
+
+overlaps = st.builds(OverlapOp, turns, st.one_of(turns, deletes))
+operations = st.lists(st.one_of(turns, turns, turns, deletes, overlaps), min_size=1, max_size=10)
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +116,28 @@ def _stores(folder: str, redis: RedisServer | None) -> dict[str, Store]:
     return stores
 
 
-async def _apply(store: Store, op: TurnOp | DeleteOp, step: int) -> Any:
+async def _apply(store: Store, op: TurnOp | DeleteOp | OverlapOp, step: int) -> Any:
     """The operation's own answer: what a caller of the store gets back."""
     if isinstance(op, DeleteOp):
         return await store.delete(op.owner, op.conversation_id)
+    if isinstance(op, OverlapOp):
+        inner, outer = op.inner, op.outer
+        same = (inner.owner, inner.conversation_id) == (outer.owner, outer.conversation_id)
+        if same and isinstance(inner, TurnOp):  # one conversation's turns wait for each other
+            return [await _turn(store, outer, step), await _turn(store, inner, step + 1000)]
+        inside = []
+
+        async def meanwhile() -> None:
+            inside.append(await _read(store))  # the outer turn shows as running
+            inside.append(await _apply(store, inner, step + 1000))
+
+        return [await _turn(store, outer, step, meanwhile), inside]
+    return await _turn(store, op, step)
+
+
+async def _turn(
+    store: Store, op: TurnOp, step: int, meanwhile: Callable[[], Awaitable[None]] | None = None
+) -> Any:
     async with store.lock(op.owner, op.conversation_id):
         begun = await store.begin_turn(
             op.owner, op.conversation_id, SYSTEM, op.message, regenerate=op.regenerate
@@ -121,6 +151,8 @@ async def _apply(store: Store, op: TurnOp | DeleteOp, step: int) -> Any:
                 for n, (arguments, _) in enumerate(op.round)
             ]
             await turn.add_tool_round(calls, [result for _, result in op.round])
+        if meanwhile is not None:
+            await meanwhile()
         turn.add_text(op.answer)
         for n, content in enumerate(op.artifacts):
             turn.artifacts.append(
@@ -176,7 +208,7 @@ EXAMPLES = int(os.environ.get("STORE_MODEL_EXAMPLES", "60"))
 )
 @given(ops=operations)
 def test_every_store_answers_the_same_sequence_of_writes_alike(
-    ops: list[TurnOp | DeleteOp], folder: str, redis_or_none: RedisServer | None
+    ops: list[TurnOp | DeleteOp | OverlapOp], folder: str, redis_or_none: RedisServer | None
 ) -> None:
     async def run() -> None:
         stores = _stores(folder, redis_or_none)
