@@ -206,7 +206,8 @@ async def start_app(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sta
     """Starts `python app.py` in tmp_path (its SQLite file lives there) against the fake."""
     servers: list[AppProcess] = []
 
-    async def run(**env: str) -> AppProcess:
+    async def run(wait_for: bytes = b"store:", **env: str) -> AppProcess:
+        """The server once it printed `wait_for` (by default: once it listens and says how)."""
         port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -227,7 +228,7 @@ async def start_app(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sta
         server = AppProcess(process, f"http://127.0.0.1:{port}")
         servers.append(server)
         assert process.stdout is not None
-        while b"store:" not in server.output:
+        while wait_for not in server.output:
             line = await asyncio.wait_for(process.stdout.readline(), 20)
             assert line, server.output.decode()
             server.output += line

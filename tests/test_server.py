@@ -83,6 +83,36 @@ async def test_sigterm_drains_running_turns_then_exits_0(
     assert upstream.disconnected.is_set()
 
 
+async def test_a_second_server_on_the_same_file_waits_for_the_first_to_stop(
+    start_app: StartApp, upstream: FakeUpstream
+) -> None:
+    # A rolling restart: the new process starts before the old one has drained. Opening the file
+    # at once, it would have marked the old one's running turn interrupted (its answer then
+    # stored nowhere) and run turns beside it.
+    first = await start_app()
+    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
+    async with aiohttp.ClientSession() as session:
+        body = {"message": "go on", "conversationId": "c"}
+        async with session.post(f"{first.url}/api/stream", json=body) as response:
+            await response.content.readuntil(b"\n\n")
+            second = await start_app(wait_for=b"in use by another streamchat process")
+            assert b"listening" not in second.output
+            first.process.send_signal(signal.SIGTERM)
+            rest = parse_events(await response.read())
+        assert await first.wait() == 0
+        assert second.process.stdout is not None
+        while b"store:" not in second.output:
+            second.output += await asyncio.wait_for(second.process.stdout.readline(), 20)
+        async with session.get(f"{second.url}/api/conversation/c") as got:
+            stored = await got.json()
+
+    assert rest[-1]["code"] == "shutting_down"  # the first drained its turn and stored it
+    assert stored["runningTurn"] is None
+    assert stored["messages"][-1]["role"] == "assistant"
+    assert stored["messages"][-1]["content"].startswith("w0 ")
+    assert b"marked interrupted" not in second.output
+
+
 async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_it(
     start_app: StartApp, upstream: FakeUpstream
 ) -> None:

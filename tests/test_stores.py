@@ -272,6 +272,33 @@ async def test_sqlite_keeps_conversations_across_a_restart(tmp_path: Path) -> No
     assert [m.get("content") for m in stored.messages][1:] == ["remember me", "I will"]
 
 
+async def test_sqlite_a_second_store_on_the_same_file_waits_then_refuses(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    first = SqliteStore(path)
+    await first.open()
+    async with first.lock("me", "c"):
+        begun = await first.begin_turn("me", "c", "", "hi")
+        second = SqliteStore(path, claim_wait_seconds=0.3)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="in use by another streamchat process"):
+            await second.open()
+        waited = time.monotonic() - started
+        turn = Turn(first, "me", "c", begun)
+        turn.add_text("kept")
+        await turn.end("completed")
+    await first.close()
+    third = SqliteStore(path, claim_wait_seconds=0.3)
+    await third.open()  # the first let go of the file
+    stored = await third.load("me", "c")
+    await third.close()
+
+    assert waited >= 0.3
+    # The refused store marked nothing: the first's turn ended as it ran, its answer stored.
+    assert stored is not None
+    assert stored.interrupted_turn is None
+    assert stored.messages[-1] == {"role": "assistant", "content": "kept"}
+
+
 async def test_sqlite_marks_a_turn_that_died_with_its_process_interrupted(tmp_path: Path) -> None:
     path = str(tmp_path / "chat.db")
     first = SqliteStore(path)

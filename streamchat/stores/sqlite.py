@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from streamchat.eventbus import EventBus
 from streamchat.providers.base import Message
@@ -133,14 +134,22 @@ def migrate(db: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:
     return len(migrations) - version
 
 
+# How long a start waits for another process to let go of the file: in a rolling restart the
+# old process drains its turns (SHUTDOWN_GRACE_SECONDS) and exits while the new one waits.
+CLAIM_WAIT_SECONDS = 60.0
+
+
 class SqliteStore:
     def __init__(
         self,
         path: str,
         clock: Callable[[], float] = time.time,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
     ) -> None:
         self.path = path
+        self._claim_wait = claim_wait_seconds
+        self._claim: BinaryIO | None = None
         self.description = f"sqlite ({path})"
         self._clock = clock
         self._worker = _Worker(lambda: self.db)
@@ -162,6 +171,9 @@ class SqliteStore:
             await self._worker.call(self._db.close, alone=True)
             self._db = None
         await self._worker.stop()
+        if self._claim is not None:
+            self._claim.close()  # and with it the lock: the next process may open the file
+            self._claim = None
 
     async def ping(self) -> None:
         return None  # a local file: if it opened, it answers
@@ -263,6 +275,8 @@ class SqliteStore:
     def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if self._claim is None:
+                self._claim = _claim(self.path, self._claim_wait)
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -568,6 +582,62 @@ class _Checkpointer:
                     log.warning("SQLite store %s: checkpoint failed: %s", self.path, exc)
         finally:
             db.close()
+
+
+def _claim(path: str, wait_seconds: float) -> BinaryIO | None:
+    """Lock `<path>.lock` for as long as the store is open: the file has one streamchat process.
+
+    A second process on the same file would mark the first one's running turns interrupted as
+    it opened (their answers then stored nowhere), run turns of one conversation beside the
+    other's, and count bytes the other wrote as unchanged. It waits instead, `wait_seconds` at
+    most, for the first to stop (a rolling restart), then refuses to start. Where the platform or
+    the file system has no advisory locks, nothing is locked and a warning says so.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        log.warning("SQLite store %s: cannot lock it here; run one process on it", path)
+        return None
+    lock_path = f"{path}.lock"
+    try:
+        handle = open(lock_path, "a+b")  # noqa: SIM115 (held open for the store's life)
+    except OSError as exc:
+        raise StoreError(f"cannot open {lock_path}: {exc.strerror}") from None
+    deadline = time.monotonic() + wait_seconds
+    told = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read(32).decode("ascii", "replace").strip() or "?"
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise StoreError(
+                    f"the SQLite database {path} is in use by another streamchat process "
+                    f"(pid {holder}): stop it first, or use one STORE_URL=redis://... for "
+                    "several processes"
+                ) from None
+            if not told:
+                log.warning(
+                    "SQLite store %s is in use by another streamchat process (pid %s): "
+                    "waiting up to %g s for it to stop",
+                    path,
+                    holder,
+                    wait_seconds,
+                )
+                told = True
+            time.sleep(0.1)
+        except OSError as exc:  # a file system without locks (some network mounts)
+            log.warning("SQLite store %s: cannot lock it (%s); run one process on it", path, exc)
+            handle.close()
+            return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()).encode("ascii"))
+    handle.flush()
+    return handle
 
 
 class _transaction:
