@@ -1,7 +1,8 @@
 """Every store gives the same answers to the same writes: random sequences of turns (text, tool
 rounds, artifacts, every outcome, regenerate) and deletes, from two owners on a few ids, run on
 memory, SQLite and Redis side by side, with everything a client can read compared after each
-step: the conversation, its stored size, and the list paged two at a time.
+step: the conversation, its stored size, and the list paged two at a time. On Redis also as two
+processes share it: two stores on one key prefix, taking turns to write while the other reads.
 
 The stores' own tests (`test_stores.py`) check each behaviour by example; this one looks for the
 sequences nobody wrote down. Redis joins when `redis-server` is installed (skipped otherwise,
@@ -104,32 +105,42 @@ def folder() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _stores(folder: str, redis: RedisServer | None) -> dict[str, Store]:
-    stores: dict[str, Store] = {
-        "memory": MemoryStore(ttl_seconds=3600, max_conversations=100, clock=Clock()),
-        "sqlite": SqliteStore(f"{folder}/{uuid.uuid4().hex}.db", clock=Clock()),
+def _stores(folder: str, redis: RedisServer | None) -> dict[str, list[Store]]:
+    """Each store, as the processes that use it: two for "redis, two processes", which share
+    one key prefix (and one clock) and take turns writing, the other one reading."""
+    stores: dict[str, list[Store]] = {
+        "memory": [MemoryStore(ttl_seconds=3600, max_conversations=100, clock=Clock())],
+        "sqlite": [SqliteStore(f"{folder}/{uuid.uuid4().hex}.db", clock=Clock())],
     }
     if redis is not None:
         from streamchat.stores.redis import RedisStore
 
-        stores["redis"] = RedisStore(redis.url, prefix=f"model-{uuid.uuid4().hex}:", clock=Clock())
+        stores["redis"] = [RedisStore(redis.url, prefix=f"m-{uuid.uuid4().hex}:", clock=Clock())]
+        prefix, clock = f"m-{uuid.uuid4().hex}:", Clock()
+        stores["redis, two processes"] = [
+            RedisStore(redis.url, prefix=prefix, clock=clock) for _ in range(2)
+        ]
     return stores
 
 
-async def _apply(store: Store, op: TurnOp | DeleteOp | OverlapOp, step: int) -> Any:
-    """The operation's own answer: what a caller of the store gets back."""
+async def _apply(
+    store: Store, op: TurnOp | DeleteOp | OverlapOp, step: int, other: Store | None = None
+) -> Any:
+    """The operation's own answer: what a caller of the store gets back (an overlap's inner
+    operation on `other`, another process's store of the same data, when there is one)."""
+    other = other or store
     if isinstance(op, DeleteOp):
         return await store.delete(op.owner, op.conversation_id)
     if isinstance(op, OverlapOp):
         inner, outer = op.inner, op.outer
         same = (inner.owner, inner.conversation_id) == (outer.owner, outer.conversation_id)
         if same and isinstance(inner, TurnOp):  # one conversation's turns wait for each other
-            return [await _turn(store, outer, step), await _turn(store, inner, step + 1000)]
+            return [await _turn(store, outer, step), await _turn(other, inner, step + 1000)]
         inside = []
 
         async def meanwhile() -> None:
-            inside.append(await _read(store))  # the outer turn shows as running
-            inside.append(await _apply(store, inner, step + 1000))
+            inside.append(await _read(other))  # the outer turn shows as running
+            inside.append(await _apply(other, inner, step + 1000))
 
         return [await _turn(store, outer, step, meanwhile), inside]
     return await _turn(store, op, step)
@@ -212,12 +223,21 @@ def test_every_store_answers_the_same_sequence_of_writes_alike(
 ) -> None:
     async def run() -> None:
         stores = _stores(folder, redis_or_none)
-        for store in stores.values():
+        every = [store for group in stores.values() for store in group]
+        for store in every:
             await store.open()
         try:
             for step, op in enumerate(ops):
-                answers = {name: await _apply(s, op, step) for name, s in stores.items()}
-                reads = {name: await _read(s) for name, s in stores.items()}
+                answers = {
+                    name: await _apply(
+                        group[step % len(group)], op, step, group[(step + 1) % len(group)]
+                    )
+                    for name, group in stores.items()
+                }
+                reads = {
+                    name: await _read(group[(step + 1) % len(group)])
+                    for name, group in stores.items()
+                }
                 for name in stores:
                     assert answers[name] == answers["memory"], (step, op, name)
                     for key, value in reads[name].items():
@@ -226,7 +246,7 @@ def test_every_store_answers_the_same_sequence_of_writes_alike(
                     if value is not None and not key.endswith(("list", "bytes")):
                         assert _tool_calls_always_with_their_results(value[4]), (step, key)
         finally:
-            for store in stores.values():
+            for store in every:
                 await store.close()
 
     asyncio.run(run())
