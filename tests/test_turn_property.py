@@ -1,0 +1,218 @@
+"""Turns under random use: posts read to the end or left early, joins, resumes from ids seen
+before, stops and deletes, on two conversations at once, with short pauses between them. Every
+response a client opened must end, and whatever happened:
+
+- each reader's events are one turn's, numbered on from where it started without a gap, and a
+  reader that read to the end got exactly one terminal event, last;
+- two readers of the same turn got the same event at the same index;
+- once all is quiet, no turn runs, and each conversation is either gone or has no running turn;
+- nothing was logged as an error, and no request got a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamchat.appkeys import RUNNER
+from streamchat.sse import SSEDecoder, SSEEvent
+from streamchat.web import create_app
+from tests.conftest import make_settings
+from tests.fake_upstream import FakeUpstream, paced, text_reply
+
+IDS = ["c1", "c2"]
+TERMINAL = ("completion", "error")
+EXAMPLES = int(os.environ.get("TURN_EXAMPLES", "25"))
+
+conversation = st.sampled_from(IDS)
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("post"), conversation, st.none() | st.integers(0, 6)),
+        st.tuples(st.just("join"), conversation),
+        st.tuples(st.just("resume"), conversation, st.integers(0, 1000)),
+        st.tuples(st.just("stop"), conversation),
+        st.tuples(st.just("delete"), conversation),
+        st.tuples(st.just("sleep"), st.integers(0, 40)),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@dataclass
+class Read:
+    """What one response showed: its events' ids and data, and whether it was read to its end."""
+
+    kind: str
+    cid: str
+    generation: int  # how many deletes of the conversation came before it
+    after: int = -1  # a resume's Last-Event-ID index
+    status: int = 0
+    events: list[tuple[str, str]] = field(default_factory=list)
+    left: bool = False
+
+
+class ErrorLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def folder() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="turn-property-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(script=actions)
+def test_any_use_of_turns_leaves_every_reader_whole_and_nothing_running(
+    script: list[tuple[Any, ...]], folder: str
+) -> None:
+    errors = ErrorLog()
+    logging.getLogger("streamchat").addHandler(errors)
+    try:
+        asyncio.run(_play(script, folder))
+    finally:
+        logging.getLogger("streamchat").removeHandler(errors)
+    assert [r.getMessage() for r in errors.records] == []
+
+
+async def _read(response: aiohttp.ClientResponse, read: Read, leave_after: int | None) -> None:
+    decoder = SSEDecoder()
+    read.status = response.status
+    try:
+        async for chunk in response.content.iter_any():
+            for item in decoder.feed(chunk):
+                if isinstance(item, SSEEvent):
+                    read.events.append((item.id or "", item.data))
+                    if leave_after is not None and len(read.events) > leave_after:
+                        read.left = True
+                        return
+    finally:
+        response.close()
+
+
+async def _play(script: list[tuple[Any, ...]], folder: str) -> None:
+    upstream = FakeUpstream()
+    await upstream.start()
+    for _ in range(len(script) + 2):
+        upstream.add(paced(text_reply(*[f"w{i} " for i in range(12)]), 0.01))
+    app_settings = make_settings(
+        openrouter_base_url=upstream.base_url,
+        store_url=f"sqlite:///{folder}/{os.urandom(6).hex()}.db",
+        resume_grace_seconds=0.2,
+    )
+    client = TestClient(TestServer(create_app(app_settings)))
+    await client.start_server()
+    reads: list[Read] = []
+    readers: list[asyncio.Task[None]] = []
+    generation = dict.fromkeys(IDS, 0)
+    try:
+        for action in script:
+            kind = action[0]
+            if kind == "sleep":
+                await asyncio.sleep(action[1] / 1000)
+                continue
+            cid = action[1]
+            read = Read(kind, cid, generation[cid])
+            if kind == "post":
+                body = {"message": "go", "conversationId": cid}
+                response = await client.post("/api/stream", json=body)
+                readers.append(asyncio.create_task(_read(response, read, action[2])))
+            elif kind == "join":
+                response = await client.get(f"/api/conversation/{cid}/stream")
+                readers.append(asyncio.create_task(_read(response, read, None)))
+            elif kind == "resume":
+                seen = [
+                    event_id
+                    for r in reads
+                    if r.cid == cid and r.generation == generation[cid]
+                    for event_id, _ in r.events
+                ]
+                if not seen:
+                    continue
+                event_id = seen[action[2] % len(seen)]
+                read.after = int(event_id.split(":")[1])
+                response = await client.get(
+                    f"/api/conversation/{cid}/stream", headers={"Last-Event-ID": event_id}
+                )
+                readers.append(asyncio.create_task(_read(response, read, None)))
+            elif kind == "stop":
+                response = await client.post(f"/api/conversation/{cid}/stop")
+                read.status = response.status
+                response.close()
+            else:
+                response = await client.delete(f"/api/conversation/{cid}")
+                read.status = response.status
+                response.close()
+                generation[cid] += 1
+            reads.append(read)
+            await asyncio.sleep(0)
+        # Every response a client opened ends: a reader waiting for ever is a turn that never
+        # told it how it ended.
+        done, pending = await asyncio.wait(readers, timeout=10) if readers else (set(), set())
+        assert not pending, [r for r in reads if r.kind in ("post", "join", "resume")]
+        for task in done:
+            task.result()
+        runner = client.app[RUNNER]
+        for _ in range(100):
+            if len(runner) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert len(runner) == 0, "a turn still runs with nobody reading"
+        for cid in IDS:
+            response = await client.get(f"/api/conversation/{cid}")
+            assert response.status in (200, 404)
+            if response.status == 200:
+                assert (await response.json())["runningTurn"] is None
+    finally:
+        await client.close()
+        await upstream.close()
+    _check(reads)
+
+
+def _check(reads: list[Read]) -> None:
+    by_id: dict[tuple[str, int, str], str] = {}
+    for read in reads:
+        assert read.status < 500, read
+        # 204: nothing runs, or nothing is held after that id; 404: no such conversation (yet).
+        if read.kind not in ("post", "join", "resume") or read.status in (204, 404):
+            assert read.kind != "post" or read.status == 200, read
+            continue
+        assert read.status == 200, read
+        turns = {event_id.split(":")[0] for event_id, _ in read.events}
+        assert len(turns) <= 1, read
+        indices = [int(event_id.split(":")[1]) for event_id, _ in read.events]
+        first = read.after + 1 if read.kind == "resume" else 0
+        assert indices == list(range(first, first + len(indices))), read
+        kinds = [data.split('"type":"', 1)[1].split('"', 1)[0] for _, data in read.events]
+        if not read.left:
+            assert kinds and kinds[-1] in TERMINAL, read
+        assert sum(kind in TERMINAL for kind in kinds) <= 1, read
+        for event_id, data in read.events:
+            if event_id.startswith("0:"):
+                continue  # a turn stopped while it queued never had a number: each its own
+            key = (read.cid, read.generation, event_id)
+            assert by_id.setdefault(key, data) == data, (key, read)
