@@ -55,5 +55,9 @@ class EventBus(Protocol):
         self, owner: str, conversation_id: str, tool_id: str, approved: bool
     ) -> None: ...
 
+    async def announce_deleted(self, owner: str, conversation_id: str) -> None:
+        """Tell every process the conversation was deleted: they forget the turns of it they
+        kept for late readers (a new conversation of that id numbers its turns from 1 again)."""
+
     async def has_readers(self, owner: str, conversation_id: str, turn: int) -> bool:
         """Whether a reader on another process follows the turn."""

@@ -241,6 +241,9 @@ async def delete_conversation(request: web.Request) -> web.Response:
     if conversation is not None and conversation.running_turn is not None:
         await _stop_elsewhere(app, owner, conversation_id, conversation.running_turn)
     await app[STORE].delete(owner, conversation_id)
+    bus = app[RUNNER].bus
+    if bus is not None:  # the other processes forget the turns of it they kept
+        await bus.announce_deleted(owner, conversation_id)
     return web.json_response({"message": "Conversation cleared"})
 
 

@@ -208,12 +208,15 @@ class TurnRunner:
             self._stop(turn, "cancelled")
 
     def bus_message(self, message: dict[str, Any]) -> None:
-        """A stop or an approval that another process took for a turn this one may run."""
+        """A stop or an approval that another process took for a turn this one may run, or a
+        conversation another process deleted."""
         owner, conversation_id = message.get("owner"), message.get("conversationId")
         if not isinstance(owner, str) or not isinstance(conversation_id, str):
             return
         if message.get("op") == "stop":
             self.stop_requested(owner, conversation_id)
+        elif message.get("op") == "deleted":
+            self.retained.forget(owner, conversation_id)
         elif message.get("op") == "approve" and isinstance(message.get("toolId"), str):
             approved = message.get("approved") is True
             self.approvals.decide(owner, conversation_id, message["toolId"], approved)

@@ -229,3 +229,67 @@ async def test_a_resume_elsewhere_before_the_turns_first_flush_waits_for_its_eve
     assert "".join(e["content"] for e in seen + rest if e["type"] == "text") == "".join(
         f"w{n} " for n in range(8)
     )
+
+
+async def test_a_conversation_deleted_and_begun_again_shares_its_new_turns_not_the_old(
+    make_client: MakeClient, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """Turn numbers start at 1 again in a new conversation of a deleted one's id: the old turns'
+    event streams must be gone, or another process would read them for the new turns (whose own
+    events Redis refused, as their ids came after the old ones')."""
+    one = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    other = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    cid = f"again-{secrets.token_hex(4)}"
+    upstream.add(text_reply("the old answer, which is long"))
+    old = await one.post("/api/stream", json={"message": "first", "conversationId": cid})
+    await Reader(old).rest()
+    await asyncio.sleep(redis_bus.FLUSH_SECONDS * 3)  # its stream holds the whole turn
+    assert (await other.delete(f"/api/conversation/{cid}")).status == 200
+
+    upstream.add(paced(text_reply(*[f"n{n} " for n in range(6)]), 0.1))
+    started = await one.post("/api/stream", json={"message": "second", "conversationId": cid})
+    first = Reader(started)
+    await first.next()
+    joined = await other.get(f"/api/conversation/{cid}/stream")
+    assert joined.status == 200
+    seen = await Reader(joined).rest()
+    await first.rest()
+
+    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(
+        f"n{n} " for n in range(6)
+    )
+    assert seen[-1]["type"] == "completion"
+
+
+async def test_a_delete_elsewhere_makes_every_process_forget_the_turns_it_kept(
+    make_client: MakeClient, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """The process that ran a turn keeps its log for late readers; a delete on another process
+    must reach it, or a join there of the new conversation's turn 1 got the old turn 1."""
+    one = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    other = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
+    cid = f"kept-{secrets.token_hex(4)}"
+    upstream.add(text_reply("the old answer, which is long"))
+    old = await other.post("/api/stream", json={"message": "first", "conversationId": cid})
+    await Reader(old).rest()
+    kept = other.app[RUNNER].retained
+    assert kept.get("anonymous", cid, 1) is not None
+
+    assert (await one.delete(f"/api/conversation/{cid}")).status == 200
+    for _ in range(100):
+        if kept.get("anonymous", cid, 1) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert kept.get("anonymous", cid, 1) is None
+
+    upstream.add(paced(text_reply(*[f"n{n} " for n in range(6)]), 0.1))
+    started = await one.post("/api/stream", json={"message": "second", "conversationId": cid})
+    first = Reader(started)
+    await first.next()
+    joined = await other.get(f"/api/conversation/{cid}/stream")
+    seen = await Reader(joined).rest()
+    await first.rest()
+
+    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(
+        f"n{n} " for n in range(6)
+    )

@@ -444,11 +444,22 @@ class RedisStore:
         # writes find no running turn and go nowhere.
         keys = self._keys(owner, conversation_id)
         with self._reachable():
+            turns = int(await self._client.hget(keys.meta, "turns") or 0)
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.meta)
                 pipe.delete(keys.messages, keys.artifacts)
                 pipe.zrem(keys.recent, conversation_id)
                 deleted, _, _ = await pipe.execute()
+            # Its turns' event streams go too: a new conversation of this id numbers its turns
+            # from 1 again, and would find the old ones' events under its own turns' keys (its
+            # own refused, as they come after them), for other processes to read.
+            if turns:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for number in range(1, turns + 1):
+                        base = self._bus.turn_key(owner, conversation_id, number)
+                        for key in (base, f"{base}:alive", f"{base}:reading"):
+                            pipe.unlink(key)
+                    await pipe.execute()
         return bool(deleted)
 
     # --- keys -----------------------------------------------------------------------------------

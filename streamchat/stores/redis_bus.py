@@ -156,6 +156,9 @@ class RedisEventBus:
         message = {"op": "approve", "owner": owner, "conversationId": conversation_id}
         await self._send({**message, "toolId": tool_id, "approved": approved})
 
+    async def announce_deleted(self, owner: str, conversation_id: str) -> None:
+        await self._send({"op": "deleted", "owner": owner, "conversationId": conversation_id})
+
     async def _send(self, message: dict[str, Any]) -> None:
         await self._call(self._client.publish(self._channel, json.dumps(message)))
 
