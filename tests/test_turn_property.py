@@ -1,5 +1,6 @@
 """Turns under random use: posts read to the end or left early, joins, resumes from ids seen
-before, stops and deletes, on two conversations at once, with short pauses between them. Every
+before, stops and deletes, on two conversations at once, with short pauses between them, on one
+server with SQLite and on two servers sharing Redis (each action sent to either). Every
 response a client opened must end, and whatever happened:
 
 - each reader's events are one turn's, numbered on from where it started without a gap, and a
@@ -31,6 +32,7 @@ from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
 from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, paced, text_reply
+from tests.redis_server import RedisServer
 
 IDS = ["c1", "c2"]
 TERMINAL = ("completion", "error")
@@ -38,13 +40,16 @@ EXAMPLES = int(os.environ.get("TURN_EXAMPLES", "25"))
 
 conversation = st.sampled_from(IDS)
 actions = st.lists(
-    st.one_of(
-        st.tuples(st.just("post"), conversation, st.none() | st.integers(0, 6)),
-        st.tuples(st.just("join"), conversation),
-        st.tuples(st.just("resume"), conversation, st.integers(0, 1000)),
-        st.tuples(st.just("stop"), conversation),
-        st.tuples(st.just("delete"), conversation),
-        st.tuples(st.just("sleep"), st.integers(0, 40)),
+    st.tuples(
+        st.integers(0, 1),  # which server, when two share the store
+        st.one_of(
+            st.tuples(st.just("post"), conversation, st.none() | st.integers(0, 6)),
+            st.tuples(st.just("join"), conversation),
+            st.tuples(st.just("resume"), conversation, st.integers(0, 1000)),
+            st.tuples(st.just("stop"), conversation),
+            st.tuples(st.just("delete"), conversation),
+            st.tuples(st.just("sleep"), st.integers(0, 40)),
+        ),
     ),
     min_size=1,
     max_size=10,
@@ -88,12 +93,38 @@ def folder() -> Iterator[str]:
 )
 @given(script=actions)
 def test_any_use_of_turns_leaves_every_reader_whole_and_nothing_running(
-    script: list[tuple[Any, ...]], folder: str
+    script: list[tuple[int, tuple[Any, ...]]], folder: str
 ) -> None:
+    _run(script, f"sqlite:///{folder}/{os.urandom(6).hex()}.db", servers=1)
+
+
+@pytest.fixture(scope="module")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    pytest.importorskip("redis", reason="the redis package is not installed")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(script=actions)
+def test_two_servers_on_redis_leave_every_reader_whole_and_nothing_running(
+    script: list[tuple[int, tuple[Any, ...]]], redis_url: str
+) -> None:
+    # Each action goes to one of two servers sharing the store: a turn read, joined, resumed,
+    # stopped or deleted from the server that does not run it goes through Redis.
+    _run(script, redis_url, servers=2)
+
+
+def _run(script: list[tuple[int, tuple[Any, ...]]], store_url: str, servers: int) -> None:
     errors = ErrorLog()
     logging.getLogger("streamchat").addHandler(errors)
     try:
-        asyncio.run(_play(script, folder))
+        asyncio.run(_play(script, store_url, servers))
     finally:
         logging.getLogger("streamchat").removeHandler(errors)
     assert [r.getMessage() for r in errors.records] == []
@@ -114,23 +145,25 @@ async def _read(response: aiohttp.ClientResponse, read: Read, leave_after: int |
         response.close()
 
 
-async def _play(script: list[tuple[Any, ...]], folder: str) -> None:
+async def _play(script: list[tuple[int, tuple[Any, ...]]], store_url: str, servers: int) -> None:
     upstream = FakeUpstream()
     await upstream.start()
     for _ in range(len(script) + 2):
         upstream.add(paced(text_reply(*[f"w{i} " for i in range(12)]), 0.01))
     app_settings = make_settings(
-        openrouter_base_url=upstream.base_url,
-        store_url=f"sqlite:///{folder}/{os.urandom(6).hex()}.db",
-        resume_grace_seconds=0.2,
+        openrouter_base_url=upstream.base_url, store_url=store_url, resume_grace_seconds=0.2
     )
-    client = TestClient(TestServer(create_app(app_settings)))
-    await client.start_server()
+    clients = [TestClient(TestServer(create_app(app_settings))) for _ in range(servers)]
+    for one in clients:
+        await one.start_server()
+    # Conversation ids of this script's own: a Redis server outlives it.
+    names = {cid: f"{cid}-{os.urandom(4).hex()}" for cid in IDS}
     reads: list[Read] = []
     readers: list[asyncio.Task[None]] = []
     generation = dict.fromkeys(IDS, 0)
     try:
-        for action in script:
+        for which, action in script:
+            client = clients[which % servers]
             kind = action[0]
             if kind == "sleep":
                 await asyncio.sleep(action[1] / 1000)
@@ -138,11 +171,11 @@ async def _play(script: list[tuple[Any, ...]], folder: str) -> None:
             cid = action[1]
             read = Read(kind, cid, generation[cid])
             if kind == "post":
-                body = {"message": "go", "conversationId": cid}
+                body = {"message": "go", "conversationId": names[cid]}
                 response = await client.post("/api/stream", json=body)
                 readers.append(asyncio.create_task(_read(response, read, action[2])))
             elif kind == "join":
-                response = await client.get(f"/api/conversation/{cid}/stream")
+                response = await client.get(f"/api/conversation/{names[cid]}/stream")
                 readers.append(asyncio.create_task(_read(response, read, None)))
             elif kind == "resume":
                 seen = [
@@ -156,15 +189,15 @@ async def _play(script: list[tuple[Any, ...]], folder: str) -> None:
                 event_id = seen[action[2] % len(seen)]
                 read.after = int(event_id.split(":")[1])
                 response = await client.get(
-                    f"/api/conversation/{cid}/stream", headers={"Last-Event-ID": event_id}
+                    f"/api/conversation/{names[cid]}/stream", headers={"Last-Event-ID": event_id}
                 )
                 readers.append(asyncio.create_task(_read(response, read, None)))
             elif kind == "stop":
-                response = await client.post(f"/api/conversation/{cid}/stop")
+                response = await client.post(f"/api/conversation/{names[cid]}/stop")
                 read.status = response.status
                 response.close()
             else:
-                response = await client.delete(f"/api/conversation/{cid}")
+                response = await client.delete(f"/api/conversation/{names[cid]}")
                 read.status = response.status
                 response.close()
                 generation[cid] += 1
@@ -176,19 +209,21 @@ async def _play(script: list[tuple[Any, ...]], folder: str) -> None:
         assert not pending, [r for r in reads if r.kind in ("post", "join", "resume")]
         for task in done:
             task.result()
-        runner = client.app[RUNNER]
+        runners = [one.app[RUNNER] for one in clients]
         for _ in range(100):
-            if len(runner) == 0:
+            if not any(len(runner) for runner in runners):
                 break
             await asyncio.sleep(0.05)
-        assert len(runner) == 0, "a turn still runs with nobody reading"
+        assert not any(len(runner) for runner in runners), "a turn runs with nobody reading"
         for cid in IDS:
-            response = await client.get(f"/api/conversation/{cid}")
-            assert response.status in (200, 404)
-            if response.status == 200:
-                assert (await response.json())["runningTurn"] is None
+            for one in clients:
+                response = await one.get(f"/api/conversation/{names[cid]}")
+                assert response.status in (200, 404)
+                if response.status == 200:
+                    assert (await response.json())["runningTurn"] is None
     finally:
-        await client.close()
+        for one in clients:
+            await one.close()
         await upstream.close()
     _check(reads)
 
