@@ -1,10 +1,11 @@
 """Turns under random use: posts read to the end or left early, joins, resumes from ids seen
-before, stops and deletes, on two conversations at once, with short pauses between them, on one
-server with SQLite and on two servers sharing Redis (each action sent to either). Every
-response a client opened must end, and whatever happened:
+before, approvals of tool calls that wait for one, stops and deletes, on two conversations at
+once, with short pauses between them, on one server with SQLite and on two servers sharing
+Redis (each action sent to either). Every response a client opened must end, and whatever
+happened:
 
 - each reader's events are one turn's, numbered on from where it started without a gap, and a
-  reader that read to the end got exactly one terminal event, last;
+  reader that read to the end got exactly one terminal event, last; each tool call ended once;
 - two readers of the same turn got the same event at the same index;
 - once all is quiet, no turn runs, and each conversation is either gone or has no running turn;
 - nothing was logged as an error, and no request got a 5xx.
@@ -13,6 +14,7 @@ response a client opened must end, and whatever happened:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -25,13 +27,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as tally
 from hypothesis import strategies as st
 
 from streamchat.appkeys import RUNNER
 from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
 from tests.conftest import make_settings
-from tests.fake_upstream import FakeUpstream, paced, text_reply
+from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
 from tests.redis_server import RedisServer
 
 IDS = ["c1", "c2"]
@@ -39,20 +42,25 @@ TERMINAL = ("completion", "error")
 EXAMPLES = int(os.environ.get("TURN_EXAMPLES", "25"))
 
 conversation = st.sampled_from(IDS)
+posts = st.tuples(st.just("post"), conversation, st.none() | st.integers(0, 6))
+approvals = st.tuples(st.just("approve"), conversation, st.integers(0, 1000), st.booleans())
 actions = st.lists(
     st.tuples(
         st.integers(0, 1),  # which server, when two share the store
         st.one_of(
-            st.tuples(st.just("post"), conversation, st.none() | st.integers(0, 6)),
+            posts,
+            posts,
             st.tuples(st.just("join"), conversation),
             st.tuples(st.just("resume"), conversation, st.integers(0, 1000)),
             st.tuples(st.just("stop"), conversation),
             st.tuples(st.just("delete"), conversation),
+            approvals,
+            approvals,
             st.tuples(st.just("sleep"), st.integers(0, 40)),
         ),
     ),
     min_size=1,
-    max_size=10,
+    max_size=12,
 )
 
 
@@ -148,10 +156,16 @@ async def _read(response: aiohttp.ClientResponse, read: Read, leave_after: int |
 async def _play(script: list[tuple[int, tuple[Any, ...]]], store_url: str, servers: int) -> None:
     upstream = FakeUpstream()
     await upstream.start()
-    for _ in range(len(script) + 2):
-        upstream.add(paced(text_reply(*[f"w{i} " for i in range(12)]), 0.01))
+    answer = paced(text_reply(*[f"w{i} " for i in range(12)]), 0.01)
+    for n in range(len(script) + 2):
+        # Every other turn first asks for `divide`, which waits for a person's approval.
+        upstream.add(tool_reply((f"t{n}", "divide", {"a": 6, "b": 3})), answer, answer)
     app_settings = make_settings(
-        openrouter_base_url=upstream.base_url, store_url=store_url, resume_grace_seconds=0.2
+        openrouter_base_url=upstream.base_url,
+        store_url=store_url,
+        resume_grace_seconds=0.2,
+        approval_required="divide",
+        approval_timeout_seconds=0.5,
     )
     clients = [TestClient(TestServer(create_app(app_settings))) for _ in range(servers)]
     for one in clients:
@@ -192,6 +206,26 @@ async def _play(script: list[tuple[int, tuple[Any, ...]]], store_url: str, serve
                     f"/api/conversation/{names[cid]}/stream", headers={"Last-Event-ID": event_id}
                 )
                 readers.append(asyncio.create_task(_read(response, read, None)))
+            elif kind == "approve":
+                waiting: list[str] = []
+                for _ in range(10):  # a person answers what their screen shows
+                    waiting = [
+                        json.loads(data)["toolId"]
+                        for r in reads
+                        if r.cid == cid and r.generation == generation[cid]
+                        for _, data in r.events
+                        if '"type":"tool_approval_required"' in data
+                    ]
+                    if waiting:
+                        break
+                    await asyncio.sleep(0.02)
+                if not waiting:
+                    continue
+                body = {"toolId": waiting[action[2] % len(waiting)], "approved": action[3]}
+                response = await client.post(f"/api/conversation/{names[cid]}/approve", json=body)
+                read.status = response.status
+                tally(f"an approval answered {response.status}")
+                response.close()
             elif kind == "stop":
                 response = await client.post(f"/api/conversation/{names[cid]}/stop")
                 read.status = response.status
@@ -246,6 +280,12 @@ def _check(reads: list[Read]) -> None:
         if not read.left:
             assert kinds and kinds[-1] in TERMINAL, read
         assert sum(kind in TERMINAL for kind in kinds) <= 1, read
+        outcomes = [
+            json.loads(data)["toolId"]
+            for _, data in read.events
+            if '"type":"tool_completed"' in data or '"type":"tool_error"' in data
+        ]
+        assert len(outcomes) == len(set(outcomes)), read  # each call ends once
         for event_id, data in read.events:
             if event_id.startswith("0:"):
                 continue  # a turn stopped while it queued never had a number: each its own
