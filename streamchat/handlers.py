@@ -59,11 +59,11 @@ async def start_turn(request: web.Request, turn: TurnRequest, new: bool = False)
     return running
 
 
-def model_of(request: web.Request, asked: str | None, param: str = "model") -> str:
-    """The model a request asked for (every protocol's), or the server's default."""
-    if asked is not None:
-        check_model(asked, param)
-    return (asked or "").strip() or request.app[BACKEND].model
+def model_of(request: web.Request, asked: object, param: str = "model") -> str:
+    """The model a request asked for (every protocol's, checked), or the server's default."""
+    if asked is None:
+        return request.app[BACKEND].model
+    return check_model(asked, param).strip() or request.app[BACKEND].model
 
 
 async def stream_chat(request: web.Request) -> web.StreamResponse:

@@ -46,13 +46,10 @@ async def aisdk_chat(request: web.Request) -> web.StreamResponse:
             400, "invalid_request", "'messages' must end with a user message", "messages"
         )
     check_message(text, request.app[SETTINGS], "messages")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "invalid_request", "'model' must be a string", "model")
+    model = model_of(request, body.get("model"))
     regenerate = body.get("trigger") == "regenerate-message"
     turn = await start_turn(
-        request,
-        TurnRequest(owner_of(request), conversation_id, text, model_of(request, model), regenerate),
+        request, TurnRequest(owner_of(request), conversation_id, text, model, regenerate)
     )
     return await serve(request, turn.log, -1, turn, aisdk.AiSdkEncoder(conversation_id))
 
@@ -90,9 +87,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     text = str(last["content"])
     check_message(text, settings, "messages")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "invalid_request", "'model' must be a string", "model")
+    model = model_of(request, body.get("model"))
     stream = body.get("stream") is True
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -101,12 +96,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if kept is not None:
         # The server keeps the history: only the new user message is taken from the request.
         conversation_id = check_conversation_id(kept, CONVERSATION_HEADER)
-        turn_request = TurnRequest(owner, conversation_id, text, model_of(request, model))
+        turn_request = TurnRequest(owner, conversation_id, text, model)
     else:
         conversation_id = f"openai-{random_hex()}"
-        turn_request = TurnRequest(
-            owner, conversation_id, text, model_of(request, model), history=history
-        )
+        turn_request = TurnRequest(owner, conversation_id, text, model, history=history)
     turn = await start_turn(request, turn_request)
     if stream:
         encoder = openai.ChunkEncoder(turn_request.model, include_usage)
@@ -187,23 +180,9 @@ async def agui_run(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_request", "'messages' must hold a user message", "messages")
     check_message(text, request.app[SETTINGS], "messages")
     props: Any = body.get("forwardedProps")
-    model = props.get("model") if isinstance(props, dict) else None
-    if model is not None and not isinstance(model, str):
-        raise ApiError(
-            400,
-            "invalid_request",
-            "'forwardedProps.model' must be a string",
-            "forwardedProps.model",
-        )
-    turn = await start_turn(
-        request,
-        TurnRequest(
-            owner_of(request),
-            thread_id,
-            text,
-            model_of(request, model, "forwardedProps.model"),
-        ),
-    )
+    asked = props.get("model") if isinstance(props, dict) else None
+    model = model_of(request, asked, "forwardedProps.model")
+    turn = await start_turn(request, TurnRequest(owner_of(request), thread_id, text, model))
     return await serve(request, turn.log, -1, turn, agui.AguiEncoder(thread_id, run_id))
 
 

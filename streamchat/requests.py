@@ -118,14 +118,17 @@ def check_unicode(value: str, param: str) -> None:
         )
 
 
-def check_model(model: str, param: str = "model") -> None:
+def check_model(model: object, param: str = "model") -> str:
     """A model name asked for in any protocol: it is sent back in events, logged, and labels
     the metrics."""
+    if not isinstance(model, str):
+        raise ApiError(400, "invalid_request", f"'{param}' must be a string", param)
     if len(model) > MAX_MODEL_CHARS:
         raise ApiError(
             400, "invalid_request", f"'{param}' is over {MAX_MODEL_CHARS} characters", param
         )
     check_unicode(model, param)
+    return model
 
 
 def check_message(message: str, settings: Settings, param: str = "message") -> None:
