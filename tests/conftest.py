@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, settings
 from playwright.async_api import Browser, async_playwright
 from pytest_aiohttp import AiohttpClient
 
@@ -67,6 +68,18 @@ async def browser() -> AsyncIterator[Browser]:
 UNREACHABLE = "http://upstream.invalid/api/v1"
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def generated_cases(examples: int) -> settings:
+    """Hypothesis's settings for the tests whose every case is a whole exchange with the server
+    (a script of requests, a sequence of store calls): no deadline, no example database, and the
+    test's fixtures (a folder, a Redis server) shared by its cases."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -17,21 +17,17 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.conftest import generated_cases
 from tests.fake_upstream import FakeUpstream, tool_reply
 from tests.test_aisdk import node, sdk  # noqa: F401 (node: a fixture)
 from tests.test_protocols import agui, client
 from tests.test_reply_property import _answer_bytes, _cut, replies
 
 EXAMPLES = int(os.environ.get("REPLY_EXAMPLES", "60"))
-CASES = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+CASES = generated_cases(EXAMPLES)
 NUMBERS = itertools.count()
 
 
@@ -155,12 +151,7 @@ async def test_openai_any_reply_keeps_each_artifact_in_its_block(
         assert block == artifact["content"], (artifact, content)
 
 
-@settings(
-    max_examples=max(EXAMPLES // 3, 1),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@generated_cases(max(EXAMPLES // 3, 1))
 @given(reply=replies)
 async def test_the_ai_sdk_client_reads_any_reply_without_an_error(
     reply: dict[str, Any],

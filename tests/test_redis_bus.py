@@ -231,6 +231,31 @@ async def test_a_resume_elsewhere_before_the_turns_first_flush_waits_for_its_eve
     )
 
 
+NEW_ANSWER = [f"n{n} " for n in range(6)]
+
+
+async def answer(upstream: FakeUpstream, client: Any, cid: str) -> None:
+    """A first turn of the conversation, read to its end."""
+    upstream.add(text_reply("the old answer, which is long"))
+    old = await client.post("/api/stream", json={"message": "first", "conversationId": cid})
+    await Reader(old).rest()
+
+
+async def joined_from(
+    upstream: FakeUpstream, runs: Any, joins: Any, cid: str
+) -> list[dict[str, Any]]:
+    """A new turn of the conversation run by one server, as a join on the other reads it."""
+    upstream.add(paced(text_reply(*NEW_ANSWER), 0.1))
+    started = await runs.post("/api/stream", json={"message": "again", "conversationId": cid})
+    first = Reader(started)
+    await first.next()
+    joined = await joins.get(f"/api/conversation/{cid}/stream")
+    assert joined.status == 200
+    seen = await Reader(joined).rest()
+    await first.rest()
+    return seen
+
+
 async def test_a_conversation_deleted_and_begun_again_shares_its_new_turns_not_the_old(
     make_client: MakeClient, upstream: FakeUpstream, redis_server: RedisServer
 ) -> None:
@@ -240,24 +265,13 @@ async def test_a_conversation_deleted_and_begun_again_shares_its_new_turns_not_t
     one = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
     other = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
     cid = f"again-{secrets.token_hex(4)}"
-    upstream.add(text_reply("the old answer, which is long"))
-    old = await one.post("/api/stream", json={"message": "first", "conversationId": cid})
-    await Reader(old).rest()
+    await answer(upstream, one, cid)
     await asyncio.sleep(redis_bus.FLUSH_SECONDS * 3)  # its stream holds the whole turn
     assert (await other.delete(f"/api/conversation/{cid}")).status == 200
 
-    upstream.add(paced(text_reply(*[f"n{n} " for n in range(6)]), 0.1))
-    started = await one.post("/api/stream", json={"message": "second", "conversationId": cid})
-    first = Reader(started)
-    await first.next()
-    joined = await other.get(f"/api/conversation/{cid}/stream")
-    assert joined.status == 200
-    seen = await Reader(joined).rest()
-    await first.rest()
+    seen = await joined_from(upstream, one, other, cid)
 
-    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(
-        f"n{n} " for n in range(6)
-    )
+    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(NEW_ANSWER)
     assert seen[-1]["type"] == "completion"
 
 
@@ -269,9 +283,7 @@ async def test_a_delete_elsewhere_makes_every_process_forget_the_turns_it_kept(
     one = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
     other = await make_client(store_url=redis_server.url, resume_grace_seconds=5.0)
     cid = f"kept-{secrets.token_hex(4)}"
-    upstream.add(text_reply("the old answer, which is long"))
-    old = await other.post("/api/stream", json={"message": "first", "conversationId": cid})
-    await Reader(old).rest()
+    await answer(upstream, other, cid)
     kept = other.app[RUNNER].retained
     assert kept.get("anonymous", cid, 1) is not None
 
@@ -282,14 +294,6 @@ async def test_a_delete_elsewhere_makes_every_process_forget_the_turns_it_kept(
         await asyncio.sleep(0.02)
     assert kept.get("anonymous", cid, 1) is None
 
-    upstream.add(paced(text_reply(*[f"n{n} " for n in range(6)]), 0.1))
-    started = await one.post("/api/stream", json={"message": "second", "conversationId": cid})
-    first = Reader(started)
-    await first.next()
-    joined = await other.get(f"/api/conversation/{cid}/stream")
-    seen = await Reader(joined).rest()
-    await first.rest()
+    seen = await joined_from(upstream, one, other, cid)
 
-    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(
-        f"n{n} " for n in range(6)
-    )
+    assert "".join(e["content"] for e in seen if e["type"] == "text") == "".join(NEW_ANSWER)

@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streamchat.events import clean
 from streamchat.web import create_app
-from tests.conftest import make_settings, parse_events
+from tests.conftest import generated_cases, make_settings, parse_events
 from tests.fake_upstream import (
     DONE,
     USAGE,
@@ -108,12 +108,7 @@ def _cut(data: bytes, cuts: list[int]) -> list[Send]:
     return [Send(data[a:b]) for a, b in itertools.pairwise(edges)]
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@generated_cases(EXAMPLES)
 @given(reply=replies)
 def test_any_reply_streams_stores_and_resumes_whole(reply: dict[str, Any], folder: str) -> None:
     asyncio.run(_check(reply, folder))

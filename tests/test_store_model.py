@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streamchat.conversations import Turn
@@ -30,6 +30,7 @@ from streamchat.stores import Store
 from streamchat.stores.base import Outcome
 from streamchat.stores.memory import MemoryStore
 from streamchat.stores.sqlite import SqliteStore
+from tests.conftest import generated_cases
 from tests.redis_server import RedisServer, redis_server_path
 from tests.test_stores import Clock
 
@@ -211,12 +212,7 @@ def _tool_calls_always_with_their_results(messages: list[Any]) -> bool:
 EXAMPLES = int(os.environ.get("STORE_MODEL_EXAMPLES", "60"))
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@generated_cases(EXAMPLES)
 @given(ops=operations)
 def test_every_store_answers_the_same_sequence_of_writes_alike(
     ops: list[TurnOp | DeleteOp | OverlapOp], folder: str, redis_or_none: RedisServer | None

@@ -26,14 +26,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streamchat.appkeys import RUNNER
 from streamchat.sse import SSEDecoder, SSEEvent
 from streamchat.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import generated_cases, make_settings
 from tests.fake_upstream import FakeUpstream, paced, text_reply, tool_reply
 from tests.redis_server import RedisServer
 
@@ -93,12 +93,7 @@ def folder() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@generated_cases(EXAMPLES)
 @given(script=actions)
 def test_any_use_of_turns_leaves_every_reader_whole_and_nothing_running(
     script: list[tuple[int, tuple[Any, ...]]], folder: str
@@ -113,12 +108,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@generated_cases(EXAMPLES)
 @given(script=actions)
 def test_two_servers_on_redis_leave_every_reader_whole_and_nothing_running(
     script: list[tuple[int, tuple[Any, ...]]], redis_url: str
