@@ -75,6 +75,9 @@ class Read:
     status: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)
     left: bool = False
+    # Deletes of the conversation before it ended: a post queued on the other server when its
+    # conversation was deleted there begins the conversation anew, in the next generation.
+    generation_at_end: int = -1
 
 
 class ErrorLog(logging.Handler):
@@ -128,7 +131,12 @@ def _run(script: list[tuple[int, tuple[Any, ...]]], store_url: str, servers: int
     assert [r.getMessage() for r in errors.records] == []
 
 
-async def _read(response: aiohttp.ClientResponse, read: Read, leave_after: int | None) -> None:
+async def _read(
+    response: aiohttp.ClientResponse,
+    read: Read,
+    leave_after: int | None,
+    generation: dict[str, int],
+) -> None:
     decoder = SSEDecoder()
     read.status = response.status
     try:
@@ -140,6 +148,7 @@ async def _read(response: aiohttp.ClientResponse, read: Read, leave_after: int |
                         read.left = True
                         return
     finally:
+        read.generation_at_end = generation[read.cid]
         response.close()
 
 
@@ -177,10 +186,10 @@ async def _play(script: list[tuple[int, tuple[Any, ...]]], store_url: str, serve
             if kind == "post":
                 body = {"message": "go", "conversationId": names[cid]}
                 response = await client.post("/api/stream", json=body)
-                readers.append(asyncio.create_task(_read(response, read, action[2])))
+                readers.append(asyncio.create_task(_read(response, read, action[2], generation)))
             elif kind == "join":
                 response = await client.get(f"/api/conversation/{names[cid]}/stream")
-                readers.append(asyncio.create_task(_read(response, read, None)))
+                readers.append(asyncio.create_task(_read(response, read, None, generation)))
             elif kind == "resume":
                 seen = [
                     event_id
@@ -195,7 +204,7 @@ async def _play(script: list[tuple[int, tuple[Any, ...]]], store_url: str, serve
                 response = await client.get(
                     f"/api/conversation/{names[cid]}/stream", headers={"Last-Event-ID": event_id}
                 )
-                readers.append(asyncio.create_task(_read(response, read, None)))
+                readers.append(asyncio.create_task(_read(response, read, None, generation)))
             elif kind == "approve":
                 waiting: list[str] = []
                 for _ in range(10):  # a person answers what their screen shows
@@ -276,6 +285,8 @@ def _check(reads: list[Read]) -> None:
             if '"type":"tool_completed"' in data or '"type":"tool_error"' in data
         ]
         assert len(outcomes) == len(set(outcomes)), read  # each call ends once
+        if read.generation_at_end != read.generation:
+            continue  # its turn may be of either conversation: the old one or the new
         for event_id, data in read.events:
             if event_id.startswith("0:"):
                 continue  # a turn stopped while it queued never had a number: each its own
