@@ -207,6 +207,14 @@ class AppProcess:
         self.url = url
         self.output = b""
 
+    async def printed(self, marker: bytes) -> None:
+        """Read its output until `marker` is in it (20 s a line at most)."""
+        assert self.process.stdout is not None
+        while marker not in self.output:
+            line = await asyncio.wait_for(self.process.stdout.readline(), 20)
+            assert line, self.output.decode()
+            self.output += line
+
     async def wait(self) -> int:
         assert self.process.stdout is not None
         rest = await asyncio.wait_for(self.process.stdout.read(), 15)
@@ -240,11 +248,7 @@ async def start_app(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Sta
         )
         server = AppProcess(process, f"http://127.0.0.1:{port}")
         servers.append(server)
-        assert process.stdout is not None
-        while wait_for not in server.output:
-            line = await asyncio.wait_for(process.stdout.readline(), 20)
-            assert line, server.output.decode()
-            server.output += line
+        await server.printed(wait_for)
         return server
 
     yield run

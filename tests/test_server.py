@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,19 @@ from streamchat.web import (
 )
 from tests.conftest import MakeClient, StartApp, parse_events
 from tests.fake_upstream import FakeUpstream, paced, text_reply
+
+LONG_TURN = {"message": "go on", "conversationId": "c"}
+
+
+@asynccontextmanager
+async def mid_turn(
+    session: aiohttp.ClientSession, upstream: FakeUpstream, url: str
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A long paced turn of conversation `c`, once its first event has been read."""
+    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
+    async with session.post(f"{url}/api/stream", json=LONG_TURN) as response:
+        await response.content.readuntil(b"\n\n")
+        yield response
 
 
 async def turn(session: aiohttp.ClientSession, url: str, message: str) -> list[dict[str, Any]]:
@@ -56,20 +71,19 @@ async def test_sigterm_drains_running_turns_then_exits_0(
     start_app: StartApp, upstream: FakeUpstream
 ) -> None:
     server = await start_app()
-    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
-    async with aiohttp.ClientSession() as session:
-        body = {"message": "go on", "conversationId": "c"}
-        async with session.post(f"{server.url}/api/stream", json=body) as response:
-            await response.content.readuntil(b"\n\n")
-            server.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            async with session.get(f"{server.url}/health") as health:
-                health_status, health_body = health.status, await health.json()
-            async with session.post(f"{server.url}/api/stream", json=body) as refused:
-                refused_status = refused.status
-                refused_body = await refused.json()
-                retry_after = refused.headers.get("Retry-After")
-            rest = parse_events(await response.read())
+    async with (
+        aiohttp.ClientSession() as session,
+        mid_turn(session, upstream, server.url) as response,
+    ):
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        async with session.get(f"{server.url}/health") as health:
+            health_status, health_body = health.status, await health.json()
+        async with session.post(f"{server.url}/api/stream", json=LONG_TURN) as refused:
+            refused_status = refused.status
+            refused_body = await refused.json()
+            retry_after = refused.headers.get("Retry-After")
+        rest = parse_events(await response.read())
     code = await server.wait()
 
     assert health_status == 503
@@ -90,19 +104,14 @@ async def test_a_second_server_on_the_same_file_waits_for_the_first_to_stop(
     # at once, it would have marked the old one's running turn interrupted (its answer then
     # stored nowhere) and run turns beside it.
     first = await start_app()
-    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
     async with aiohttp.ClientSession() as session:
-        body = {"message": "go on", "conversationId": "c"}
-        async with session.post(f"{first.url}/api/stream", json=body) as response:
-            await response.content.readuntil(b"\n\n")
+        async with mid_turn(session, upstream, first.url) as response:
             second = await start_app(wait_for=b"in use by another streamchat process")
             assert b"listening" not in second.output
             first.process.send_signal(signal.SIGTERM)
             rest = parse_events(await response.read())
         assert await first.wait() == 0
-        assert second.process.stdout is not None
-        while b"store:" not in second.output:
-            second.output += await asyncio.wait_for(second.process.stdout.readline(), 20)
+        await second.printed(b"store:")
         async with session.get(f"{second.url}/api/conversation/c") as got:
             stored = await got.json()
 
@@ -117,11 +126,8 @@ async def test_kill_9_mid_turn_leaves_a_valid_history_and_the_next_start_marks_i
     start_app: StartApp, upstream: FakeUpstream
 ) -> None:
     server = await start_app()
-    upstream.add(paced(text_reply(*[f"w{i} " for i in range(500)]), 0.02))
     async with aiohttp.ClientSession() as session:
-        body = {"message": "go on", "conversationId": "c"}
-        async with session.post(f"{server.url}/api/stream", json=body) as response:
-            await response.content.readuntil(b"\n\n")
+        async with mid_turn(session, upstream, server.url):
             server.process.kill()
             await server.process.wait()
 
