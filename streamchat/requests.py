@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamchat.auth import OWNER
 from streamchat.errors import ApiError, error_response
+from streamchat.events import LONE_SURROGATE
 from streamchat.protocols.native import parse_event_id
 from streamchat.settings import Settings
 
@@ -112,7 +113,7 @@ async def read_json_object(request: web.Request, settings: Settings) -> dict[str
 def check_unicode(value: str, param: str) -> None:
     """Refuse a string with a lone surrogate (JSON's `\\ud800` escape): it has no UTF-8, so
     it could not be stored, sent back in a frame, or be a metrics label."""
-    if not _is_unicode(value):
+    if LONE_SURROGATE.search(value) is not None:
         raise ApiError(
             400, "invalid_request", f"'{param}' is not valid Unicode (a lone surrogate)", param
         )
@@ -182,14 +183,6 @@ def parse_json(raw: bytes) -> object:
         raise ApiError(
             400, "invalid_json", "The request body has a number with too many digits"
         ) from None
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
